@@ -1,0 +1,72 @@
+"""Writes: accepting an item (API side) and storing a batch of them (worker side)."""
+
+import datetime as dt
+import logging
+import time
+import uuid
+
+from kombu.exceptions import OperationalError as BrokerError
+
+from app.ids import uuid7
+from app.idempotency import body_fingerprint, idempotency_accept, idempotency_claim, idempotency_release
+from app.models import Item
+from project.errors import BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _publish(payload: dict) -> None:
+    from app.tasks import items_store_task  # app.tasks imports this module
+
+    try:
+        items_store_task.apply_async(args=[[payload]])
+    except BrokerError as exc:
+        logger.warning("publish failed, answering 503: %s", exc)
+        raise BrokerUnavailable() from exc
+
+
+def item_accept(*, name: str, description: str, idempotency_key: str | None = None) -> uuid.UUID:
+    """Assign the item its id and hand it to the worker; returns the id the client will GET.
+
+    With an Idempotency-Key, a replay of the same body returns the first id and publishes nothing.
+    """
+    now_ms = time.time_ns() // 1_000_000
+    item_id = uuid7(now_ms)
+    fields = {"name": name, "description": description}
+    fingerprint = body_fingerprint(fields)
+    if idempotency_key:
+        earlier_id = idempotency_claim(key=idempotency_key, fingerprint=fingerprint, item_id=item_id)
+        if earlier_id is not None:
+            return earlier_id
+    created_at = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
+    try:
+        _publish({"id": str(item_id), **fields, "created_at": _rfc3339(created_at)})
+    except Exception:
+        if idempotency_key:
+            idempotency_release(key=idempotency_key)
+        raise
+    if idempotency_key:
+        idempotency_accept(key=idempotency_key, fingerprint=fingerprint, item_id=item_id)
+    return item_id
+
+
+def items_store(*, payloads: list[dict]) -> int:
+    """Insert a batch in one statement; ids already stored are skipped (ON CONFLICT (id) DO NOTHING).
+
+    Returns the number of payloads handled, stored now or before.
+    """
+    rows = [
+        Item(
+            id=uuid.UUID(payload["id"]),
+            name=payload["name"],
+            description=payload.get("description", ""),
+            created_at=dt.datetime.fromisoformat(payload["created_at"]),
+        )
+        for payload in payloads
+    ]
+    Item.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)

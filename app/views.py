@@ -1,0 +1,135 @@
+"""HTTP API for items: parse, call one service or selector, shape the answer."""
+
+import ipaddress
+import uuid
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils.decorators import method_decorator
+from django_ratelimit.decorators import ratelimit
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from app.cursor import cursor_decode, cursor_encode
+from app.http import accepted_json, conditional_json, json_bytes
+from app.selectors import item_get, item_list
+from app.services import item_accept
+from project.client_ip import client_ip
+from project.errors import InvalidInput, InvalidParameter, NotFound
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of quietly turning them into text, and text that
+    cannot be stored as UTF-8 (lone surrogates from \\ud800-style JSON escapes)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("invalid_unicode")
+        return super().to_internal_value(data)
+
+    default_error_messages = {
+        "invalid": "Must be a string.",
+        "invalid_unicode": "Must be valid Unicode text (no lone surrogates).",
+    }
+
+
+def _post_rate(group: str, request: HttpRequest) -> str | None:
+    """django-ratelimit's rate for POST; None (no limit) for allow-listed clients such as load generators."""
+    if settings.RATELIMIT_ALLOWLIST:
+        try:
+            address = ipaddress.ip_address(client_ip(request))
+        except ValueError:
+            return settings.RATELIMIT_POST_RATE
+        if any(address in ipaddress.ip_network(cidr, strict=False) for cidr in settings.RATELIMIT_ALLOWLIST):
+            return None
+    return settings.RATELIMIT_POST_RATE
+
+
+def _limit_from(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw[:40]!r}.")
+    return int(raw)
+
+
+def _idempotency_key_from(request: HttpRequest) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
+        raise InvalidParameter(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters."
+        )
+    return key
+
+
+_ITEM_SCHEMA = inline_serializer(
+    "Item",
+    {
+        "id": serializers.UUIDField(),
+        "name": serializers.CharField(),
+        "description": serializers.CharField(),
+        "created_at": serializers.DateTimeField(),
+    },
+)
+
+
+class ItemListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = StrictCharField(max_length=200)
+        description = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
+
+    @extend_schema(
+        operation_id="items_list",
+        parameters=[
+            OpenApiParameter("limit", int, description=f"1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}"),
+            OpenApiParameter("cursor", str, description="the `next` link's cursor of the previous page"),
+        ],
+        responses=inline_serializer(
+            "ItemPage", {"results": _ITEM_SCHEMA.__class__(many=True), "next": serializers.CharField()}
+        ),
+    )
+    def get(self, request: Request) -> HttpResponse:
+        limit = _limit_from(request.query_params.get("limit"))
+        token = request.query_params.get("cursor")
+        items, next_before = item_list(limit=limit, before=cursor_decode(token) if token is not None else None)
+        next_url = f"/items?limit={limit}&cursor={cursor_encode(next_before)}" if next_before else None
+        return conditional_json(request, json_bytes({"results": items, "next": next_url}))
+
+    @extend_schema(
+        operation_id="items_create",
+        request=InputSerializer,
+        responses={202: inline_serializer("Accepted", {"id": serializers.UUIDField(), "status": serializers.CharField()})},
+    )
+    @method_decorator(ratelimit(group="items.post", key="ip", rate=_post_rate, method="POST", block=True))
+    def post(self, request: Request) -> HttpResponse:
+        if not isinstance(request.data, dict):
+            raise InvalidInput('The body must be a JSON object such as {"name": "…", "description": "…"}.')
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        item_id = item_accept(**serializer.validated_data, idempotency_key=_idempotency_key_from(request))
+        return accepted_json({"id": str(item_id), "status": "accepted"}, location=f"/items/{item_id}")
+
+
+class ItemDetailApi(APIView):
+    @extend_schema(operation_id="items_retrieve", responses=_ITEM_SCHEMA)
+    def get(self, request: Request, item_id: str) -> HttpResponse:
+        try:
+            parsed_id = uuid.UUID(item_id)
+        except ValueError:
+            raise NotFound(f"No item with id {item_id[:80]!r}: item ids are UUIDs.") from None
+        item = item_get(item_id=parsed_id)
+        if item is None:
+            raise NotFound(f"No item with id {item_id}; an accepted item appears once the worker stores it.")
+        return conditional_json(request, json_bytes(item))

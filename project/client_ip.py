@@ -1,0 +1,44 @@
+"""The real client IP: forwarded headers are believed only when the peer is a trusted proxy."""
+
+import ipaddress
+from functools import lru_cache
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+@lru_cache(maxsize=1)
+def _trusted_networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+
+
+def _is_trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+    networks = _trusted_networks(tuple(settings.TRUSTED_PROXIES))
+    return address is not None and any(address in network for network in networks)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """RATELIMIT_IP_META_KEY: walk X-Forwarded-For from the right, skipping trusted proxies.
+
+    The right-most untrusted address is the first one no proxy of ours vouches for: everything left of it could
+    have been written by the client itself.
+    """
+    peer = request.META.get("REMOTE_ADDR", "")
+    if not _is_trusted(_parse(peer)):
+        return peer
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    for hop in reversed([part for part in forwarded.split(",") if part.strip()]):
+        address = _parse(hop)
+        if address is None:
+            break  # garbage in the chain: stop believing it
+        if not _is_trusted(address):
+            return str(address)
+    real_ip = _parse(request.META.get("HTTP_X_REAL_IP", ""))
+    return str(real_ip) if real_ip is not None else peer

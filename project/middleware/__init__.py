@@ -1,0 +1,1 @@
+"""Middleware of the items service: one concern per module, each usable on the sync and the async path."""

@@ -1,0 +1,231 @@
+"""Settings for the items service, read once from the environment (README.md has the table of every variable).
+
+With no environment at all this is the *embedded default*: SQLite, an in-process cache and Celery tasks run
+in-process. Setting DATABASE_URL, REDIS_URL and BROKER_URL moves each piece onto the real stack.
+"""
+
+from pathlib import Path
+
+from project.env import (
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# ------------------------------------------------------------------------------
+# Mode and security
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+# ------------------------------------------------------------------------------
+APP_ENV = env_choice("APP_ENV", "development", ("development", "production"))
+PRODUCTION = APP_ENV == "production"
+
+# The development key is public on purpose; project/checks.py refuses to start production mode with it.
+DEVELOPMENT_SECRET_KEY = "dev-insecure-items-service-key-do-not-use-in-production"
+SECRET_KEY = env_str("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
+DEBUG = env_bool("DEBUG", default=False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1]")
+
+# Security headers on every response. HSTS and the HTTPS redirect only make sense when TLS terminates in front
+# of us (BEHIND_TLS=1); otherwise they would break plain-HTTP clients and probes.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+BEHIND_TLS = env_bool("BEHIND_TLS", default=False)
+if BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Probes and the scraper talk plain HTTP on the internal network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = 31_536_000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SILENCED_SYSTEM_CHECKS = []
+else:
+    # TLS is not terminated in front of this deployment, so HSTS (W004) and the HTTPS redirect (W008) would
+    # break it; BEHIND_TLS=1 turns both on.
+    SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008"]
+
+# ------------------------------------------------------------------------------
+# Applications and middleware: only what the API uses (no admin, sessions, auth or CSRF: there are no
+# browser sessions and no cookies, which also keeps responses cacheable by Nginx).
+# ------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",  # the /docs UI assets ship in drf-spectacular-sidecar
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_prometheus",
+    "django_ratelimit",
+    "app",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "project.middleware.error_envelope.ErrorEnvelopeMiddleware",
+    "project.middleware.body_limit.BodyLimitMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+WSGI_APPLICATION = "project.wsgi.application"
+# /items and /items/ are both routed explicitly; a redirect would break `hey -m POST .../items`.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# ------------------------------------------------------------------------------
+# Database
+# https://docs.djangoproject.com/en/5.2/ref/databases/
+# ------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+DB_CONNECT_TIMEOUT_S = env_int("DB_CONNECT_TIMEOUT_S", 3, minimum=1)
+if DATABASE_URL:
+    _db = database_from_url("DATABASE_URL", DATABASE_URL)
+    # Pooling is PgBouncer's job (transaction mode): under ASGI a persistent connection would leak per task,
+    # and server-side cursors and session state do not survive transaction pooling.
+    _db["CONN_MAX_AGE"] = 0
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = True
+    _db["OPTIONS"] = {"connect_timeout": DB_CONNECT_TIMEOUT_S, "application_name": "items"}
+else:
+    _db = {
+        "ENGINE": "django_prometheus.db.backends.sqlite3",
+        "NAME": env_str("SQLITE_PATH") or str(BASE_DIR / "db.sqlite3"),
+        "OPTIONS": {
+            # Concurrent writers queue on SQLite's lock instead of failing at once; IMMEDIATE takes the write
+            # lock up front so two writers never deadlock upgrading a read lock.
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ------------------------------------------------------------------------------
+# Cache (idempotency keys, rate-limit counters, response cache)
+# https://github.com/jazzband/django-redis
+# ------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                # Short timeouts: a dead Redis must cost a request milliseconds, not the client's patience.
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "items"}}
+
+# ------------------------------------------------------------------------------
+# Celery: POST writes are messages; the worker stores them
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# ------------------------------------------------------------------------------
+BROKER_URL = env_str("BROKER_URL")
+CELERY_BROKER_URL = BROKER_URL or "memory://"
+# Without a broker the embedded default runs the very same task in-process, so GET sees the row at once.
+CELERY_TASK_ALWAYS_EAGER = not BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # ack after the row is committed: a killed worker means redelivery, not loss
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# ------------------------------------------------------------------------------
+# API behaviour
+# ------------------------------------------------------------------------------
+ITEMS_MAX_BODY_BYTES = 16 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = ITEMS_MAX_BODY_BYTES
+CACHE_MAX_AGE_S = env_int("CACHE_MAX_AGE_S", 1, minimum=0)
+IDEMPOTENCY_TTL_S = env_int("IDEMPOTENCY_TTL_S", 24 * 3600, minimum=60)
+READYZ_TIMEOUT_S = env_float("READYZ_TIMEOUT_S", 2.0, minimum=0.1)
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["project.errors.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "project.errors.drf_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Items API",
+    "DESCRIPTION": "Accepts items asynchronously (202) and serves them newest first with keyset pagination.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # UI assets from the sidecar package, served by us: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "project.schema.drop_optional_slash",
+    ],
+}
+
+# ------------------------------------------------------------------------------
+# Rate limiting (django-ratelimit on POST; Nginx has its own layer in front)
+# https://django-ratelimit.readthedocs.io/en/stable/settings.html
+# ------------------------------------------------------------------------------
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLED", default=PRODUCTION)
+RATELIMIT_POST_RATE = env_str("RATELIMIT_POST_RATE", "5/m")
+RATELIMIT_ALLOWLIST = env_list("RATELIMIT_ALLOWLIST")
+# Peers whose X-Forwarded-For / X-Real-IP we believe (Nginx); anybody else's headers are ignored.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
+RATELIMIT_IP_META_KEY = "project.client_ip.client_ip"
+RATELIMIT_VIEW = "project.errors.ratelimited_view"
+# W001: our Redis backend is django-redis's own class with metrics added, which the check does not recognise.
+SILENCED_SYSTEM_CHECKS.append("django_ratelimit.W001")
+if not REDIS_URL:
+    # The embedded default's local-memory cache is per process, which is all a single `make run` needs.
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+
+# ------------------------------------------------------------------------------
+# Logging: one line per event on stderr, collected by the process manager
+# ------------------------------------------------------------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {"django.request": {"level": "ERROR"}},  # 4xx are answers, not incidents
+}
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = False

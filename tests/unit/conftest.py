@@ -1,0 +1,34 @@
+"""Unit tests run on the embedded default: SQLite, local-memory cache, tasks executed in-process."""
+
+import json
+
+import pytest
+from django.core.cache import cache
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def post_item(client):
+    """POST /items with a JSON body (or raw bytes/str) and optional headers."""
+
+    def post(body, *, path="/items", content_type="application/json", **headers):
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body, ensure_ascii=False).encode()
+        return client.post(path, data=data, content_type=content_type, headers=headers)
+
+    return post
+
+
+def assert_envelope(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+    body = response.json()
+    assert body["error"] == code
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert set(body) <= {"error", "detail", "fields"}
+    return body

@@ -7,8 +7,8 @@ import uuid
 
 from kombu.exceptions import OperationalError as BrokerError
 
-from app.ids import uuid7
 from app.idempotency import body_fingerprint, idempotency_accept, idempotency_claim, idempotency_release
+from app.ids import uuid7
 from app.models import Item
 from project.errors import BrokerUnavailable
 

@@ -58,7 +58,8 @@ def _post_rate(group: str, request: HttpRequest) -> str | None:
 def _limit_from(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # isascii: "²".isdigit() is true but int("²") fails; the length cap keeps int() away from huge strings.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= MAX_LIMIT):
         raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw[:40]!r}.")
     return int(raw)
 
@@ -68,9 +69,7 @@ def _idempotency_key_from(request: HttpRequest) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
-        raise InvalidParameter(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters."
-        )
+        raise InvalidParameter(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters.")
     return key
 
 
@@ -110,7 +109,9 @@ class ItemListCreateApi(APIView):
     @extend_schema(
         operation_id="items_create",
         request=InputSerializer,
-        responses={202: inline_serializer("Accepted", {"id": serializers.UUIDField(), "status": serializers.CharField()})},
+        responses={
+            202: inline_serializer("Accepted", {"id": serializers.UUIDField(), "status": serializers.CharField()})
+        },
     )
     @method_decorator(ratelimit(group="items.post", key="ip", rate=_post_rate, method="POST", block=True))
     def post(self, request: Request) -> HttpResponse:

@@ -10,11 +10,13 @@ def production_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]
     if not settings.PRODUCTION:
         return []
     errors = []
-    if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY or len(settings.SECRET_KEY) < 32:
+    key = settings.SECRET_KEY
+    # The same strength rule as Django's security.W009, but refusing rather than warning.
+    if key == settings.DEVELOPMENT_SECRET_KEY or len(key) < 50 or len(set(key)) < 5:
         errors.append(
             checks.Error(
-                "APP_ENV=production with the development SECRET_KEY (or one shorter than 32 characters).",
-                hint='Set SECRET_KEY, e.g. to the output of: python -c "import secrets; print(secrets.token_urlsafe(50))"',
+                "APP_ENV=production with the development SECRET_KEY, or one under 50 characters or 5 distinct ones.",
+                hint='Set SECRET_KEY to a random value: python3 -c "import secrets; print(secrets.token_urlsafe(50))"',
                 id="items.E001",
             )
         )

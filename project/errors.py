@@ -135,7 +135,9 @@ def envelope_response(error: ApiError) -> HttpResponse:
     if error.fields:
         body["fields"] = error.fields
     response = HttpResponse(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), status=error.status, content_type=JSON_CONTENT_TYPE
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        status=error.status,
+        content_type=JSON_CONTENT_TYPE,
     )
     if error.retry_after_s is not None:
         response["Retry-After"] = str(error.retry_after_s)

@@ -26,7 +26,7 @@ APP_ENV = env_choice("APP_ENV", "development", ("development", "production"))
 PRODUCTION = APP_ENV == "production"
 
 # The development key is public on purpose; project/checks.py refuses to start production mode with it.
-DEVELOPMENT_SECRET_KEY = "dev-insecure-items-service-key-do-not-use-in-production"
+DEVELOPMENT_SECRET_KEY = "dev-insecure-items-service-key-do-not-use-in-production"  # noqa: S105 (public by design)
 SECRET_KEY = env_str("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
 DEBUG = env_bool("DEBUG", default=False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1]")
@@ -52,6 +52,9 @@ else:
     # break it; BEHIND_TLS=1 turns both on.
     SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008"]
 
+# No cookies or sessions exist, so there is nothing for CSRF to protect (W003); DRF views are csrf_exempt anyway.
+SILENCED_SYSTEM_CHECKS.append("security.W003")
+
 # ------------------------------------------------------------------------------
 # Applications and middleware: only what the API uses (no admin, sessions, auth or CSRF: there are no
 # browser sessions and no cookies, which also keeps responses cacheable by Nginx).
@@ -70,7 +73,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "project.middleware.error_envelope.ErrorEnvelopeMiddleware",
+    "project.middleware.allowed_hosts.AllowedHostsMiddleware",
     "project.middleware.body_limit.BodyLimitMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]

@@ -27,7 +27,7 @@ def post_item(client):
 def assert_envelope(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/json; charset=utf-8"
-    body = response.json()
+    body = json.loads(response.content)
     assert body["error"] == code
     assert isinstance(body["detail"], str) and body["detail"]
     assert set(body) <= {"error", "detail", "fields"}

@@ -1,0 +1,56 @@
+# The README's commands. `make run` and `make test` need only Python 3.11+; the rest is documented after them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-integration lint format system-deps stack stack-down stack-status
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed; run e.g. 'make PYTHON=python3.12 $(MAKECMDGOALS)'." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install the pinned dependencies
+
+run: install ## serve the API on http://127.0.0.1:8000 (embedded default: SQLite, in-process cache and tasks)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/uvicorn project.asgi:application --host $(HOST) --port $(PORT) --loop uvloop --http httptools
+
+test: install ## run the whole suite: unit tests, then integration tests on the native stack
+	$(BIN)/pytest
+
+test-unit: install ## unit tests only (embedded default, seconds)
+	$(BIN)/pytest tests/unit
+
+test-integration: install ## integration tests only (start the native stack on free ports)
+	$(BIN)/pytest tests/integration
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+system-deps: ## install the servers of the native stack and the load tools (Debian/Ubuntu, as root)
+	deploy/system-deps.sh
+
+stack: install ## start the production topology on this host (see README: Native stack)
+	$(BIN)/python deploy/stack/stack.py up
+
+stack-down: ## stop everything `make stack` started
+	$(BIN)/python deploy/stack/stack.py down
+
+stack-status: ## show each process of the native stack
+	$(BIN)/python deploy/stack/stack.py status

@@ -1,0 +1,58 @@
+"""Idempotency-Key on POST: replay returns the same 202 and id, another body is a 422."""
+
+import pytest
+
+from app.models import Item
+from tests.unit.conftest import assert_envelope
+
+pytestmark = pytest.mark.django_db
+
+
+def test_replaying_a_key_with_the_same_body_returns_the_same_202_and_stores_once(post_item):
+    first = post_item({"name": "once", "description": "d"}, **{"Idempotency-Key": "order-42"})
+    again = post_item({"name": "once", "description": "d"}, **{"Idempotency-Key": "order-42"})
+
+    assert first.status_code == again.status_code == 202
+    assert first.content == again.content
+    assert first["Location"] == again["Location"]
+    assert Item.objects.count() == 1
+
+
+def test_key_order_and_whitespace_in_the_json_do_not_matter(post_item):
+    first = post_item(b'{"name": "x", "description": "y"}', **{"Idempotency-Key": "k"})
+    again = post_item(b'{"description":"y","name":"x"}', **{"Idempotency-Key": "k"})
+    assert first.json()["id"] == again.json()["id"]
+
+
+def test_the_same_key_with_another_body_is_422_and_stores_nothing_new(post_item):
+    post_item({"name": "first"}, **{"Idempotency-Key": "k-1"})
+    conflict = post_item({"name": "second"}, **{"Idempotency-Key": "k-1"})
+
+    body = assert_envelope(conflict, 422, "idempotency_conflict")
+    assert "Idempotency-Key" in body["detail"]
+    assert list(Item.objects.values_list("name", flat=True)) == ["first"]
+
+
+def test_different_keys_make_different_items(post_item):
+    a = post_item({"name": "same"}, **{"Idempotency-Key": "a"}).json()["id"]
+    b = post_item({"name": "same"}, **{"Idempotency-Key": "b"}).json()["id"]
+    assert a != b
+    assert Item.objects.count() == 2
+
+
+def test_without_a_key_every_post_is_a_new_item(post_item):
+    post_item({"name": "same"})
+    post_item({"name": "same"})
+    assert Item.objects.count() == 2
+
+
+def test_a_key_is_kept_for_24_hours(post_item, settings):
+    from django.core.cache import cache
+
+    from app.idempotency import _cache_key
+
+    post_item({"name": "x"}, **{"Idempotency-Key": "ttl"})
+    expiry = cache._expire_info[cache.make_key(_cache_key("ttl"))]  # locmem's own bookkeeping
+    import time
+
+    assert 24 * 3600 - 60 < expiry - time.time() <= 24 * 3600

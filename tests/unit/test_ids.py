@@ -1,0 +1,23 @@
+"""Item ids are UUIDv7: version 7, RFC variant, ordered by time."""
+
+import uuid
+
+from app.ids import uuid7, uuid7_ms
+
+
+def test_uuid7_has_version_7_and_the_rfc_variant():
+    value = uuid7(1_700_000_000_000)
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+    assert uuid7_ms(value) == 1_700_000_000_000
+
+
+def test_uuid7_sorts_by_time_as_bytes_and_as_text():
+    earlier, later = uuid7(1_700_000_000_000), uuid7(1_700_000_000_001)
+    assert earlier < later
+    assert str(earlier) < str(later)
+    assert earlier.bytes < later.bytes
+
+
+def test_uuid7_is_unique_within_one_millisecond():
+    assert len({uuid7(1_700_000_000_000) for _ in range(10_000)}) == 10_000

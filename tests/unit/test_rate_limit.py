@@ -1,0 +1,45 @@
+"""django-ratelimit on POST, keyed by the real client IP; off in the embedded default."""
+
+import pytest
+
+from app.models import Item
+from tests.unit.conftest import assert_envelope
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def limited(settings):
+    settings.RATELIMIT_ENABLE = True
+    settings.RATELIMIT_POST_RATE = "3/m"
+
+
+def test_rate_limiting_is_off_in_the_embedded_default(post_item):
+    assert all(post_item({"name": str(n)}).status_code == 202 for n in range(10))
+
+
+def test_over_the_rate_post_answers_429_with_retry_after_and_stores_nothing(limited, post_item):
+    assert [post_item({"name": str(n)}).status_code for n in range(3)] == [202, 202, 202]
+    response = post_item({"name": "one too many"})
+    assert_envelope(response, 429, "rate_limited")
+    assert int(response["Retry-After"]) >= 1
+    assert Item.objects.count() == 3
+
+
+def test_each_client_behind_the_proxy_has_its_own_budget(limited, client):
+    def post(ip):
+        return client.post(
+            "/items", data=b'{"name":"x"}', content_type="application/json", headers={"X-Forwarded-For": ip}
+        )
+
+    assert [post("198.51.100.1").status_code for _ in range(4)] == [202, 202, 202, 429]
+    assert post("198.51.100.2").status_code == 202
+
+
+def test_allow_listed_clients_are_not_limited(limited, settings, post_item):
+    settings.RATELIMIT_ALLOWLIST = ["127.0.0.0/8"]
+    assert all(post_item({"name": str(n)}).status_code == 202 for n in range(6))
+
+
+def test_gets_are_never_limited_by_django(limited, client):
+    assert all(client.get("/items").status_code == 200 for _ in range(10))

@@ -5,12 +5,16 @@ import logging
 import time
 import uuid
 
+from amqp.exceptions import MessageNacked
+from django.conf import settings
 from kombu.exceptions import OperationalError as BrokerError
 
+from app import metrics
 from app.idempotency import body_fingerprint, idempotency_accept, idempotency_claim, idempotency_release
 from app.ids import uuid7
 from app.models import Item
-from project.errors import BrokerUnavailable
+from app.queues import items_queue
+from project.errors import BrokerUnavailable, QueueFull
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +23,34 @@ def _rfc3339(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# One quick reconnect covers a broker that restarted since our pooled connection was opened; more retries
+# would only hold the client longer before the 503 it is going to get anyway.
+_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
 def _publish(payload: dict) -> None:
+    """Publish a persistent message and return only once RabbitMQ has confirmed it (CELERY_BROKER_TRANSPORT_
+    OPTIONS["confirm_publish"]): after this, a broker crash cannot lose it. Any failure is a 503."""
     from app.tasks import items_store_task  # app.tasks imports this module
 
+    started = time.perf_counter()
     try:
-        items_store_task.apply_async(args=[[payload]])
-    except BrokerError as exc:
-        logger.warning("publish failed, answering 503: %s", exc)
+        items_store_task.apply_async(
+            args=[[payload]],
+            queue=items_queue(),
+            retry_policy=_PUBLISH_RETRY_POLICY,
+            confirm_timeout=settings.PUBLISH_CONFIRM_TIMEOUT_S,
+        )
+    except MessageNacked as exc:
+        # Our queue nacks only when it is at x-max-length (reject-publish).
+        metrics.publish_failed.labels(reason=QueueFull.code).inc()
+        raise QueueFull() from exc
+    except (BrokerError, OSError) as exc:  # OSError: refused, reset, confirm timeout (socket.timeout)
+        metrics.publish_failed.labels(reason=BrokerUnavailable.code).inc()
+        logger.warning("publish failed, answering 503: %r", exc)
         raise BrokerUnavailable() from exc
+    metrics.publish_seconds.observe(time.perf_counter() - started)
+    metrics.published.inc()
 
 
 def item_accept(*, name: str, description: str, idempotency_key: str | None = None) -> uuid.UUID:

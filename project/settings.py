@@ -164,7 +164,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Fail fast when the broker is unreachable: the POST answers 503 within about this long.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("BROKER_CONNECT_TIMEOUT_S", 2.0, minimum=0.1)
+PUBLISH_CONFIRM_TIMEOUT_S = env_float("PUBLISH_CONFIRM_TIMEOUT_S", 2.0, minimum=0.1)
+# Hard cap of the items queue (x-max-length with reject-publish): past it the broker refuses new messages.
+ITEMS_QUEUE_MAX_LENGTH = env_int("ITEMS_QUEUE_MAX_LENGTH", 100_000, minimum=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The worker consumes the items queue through app.batch_consumer (a consumer step), not as one task per
+# message; its pool only serves the default queue, which nothing uses, so one process is enough.
+CELERY_WORKER_CONCURRENCY = 1
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)  # 0: not served
+WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
 
 # ------------------------------------------------------------------------------
 # API behaviour

@@ -1,0 +1,176 @@
+"""The worker side of the write path: a Celery consumer step that stores `items.store` messages in batches.
+
+Celery runs one task per message; at thousands of POSTs a second that is one INSERT and one commit per item.
+This step consumes the `items` queue itself and executes the same task for many messages at once: one
+`INSERT … ON CONFLICT (id) DO NOTHING` per batch, then acks every message of the batch (acks late: a worker
+killed mid-batch leaves them unacked and RabbitMQ redelivers them; the insert ignores ids already stored).
+
+Failure policy:
+- a transient database error (connection refused or lost: PgBouncer or PostgreSQL down) retries the whole batch
+  with exponential backoff and jitter, for as long as it takes, holding the messages unacked — nothing is lost;
+- any other error isolates the batch: each message is stored alone, up to MAX_ATTEMPTS tries, and one that still
+  fails (it can never be stored) is copied to the dead-letter queue with the error and acked, while the rest are
+  stored. `manage.py items_deadletters` lists, shows and replays them.
+"""
+
+import logging
+import random
+import time
+
+from celery import bootsteps
+from kombu import Consumer, Message, Producer
+
+from app import metrics
+from app.queues import dead_letter_exchange, dead_letter_queue, items_queue
+
+logger = logging.getLogger(__name__)
+
+# Messages per INSERT. Larger batches amortise the commit further but hold more messages unacked (and so
+# redelivered) if the worker dies; 250 rows is a few milliseconds of PostgreSQL time.
+BATCH_MAX = 250
+# Unacked messages RabbitMQ may hand us: two batches, so the next one fills while this one commits.
+PREFETCH = 2 * BATCH_MAX
+# How long a partial batch may wait for company. Bounds the added staleness; the Nginx micro-cache TTL is 1 s.
+FLUSH_INTERVAL_S = 0.05
+# Tries of a single message that fails for a reason other than a lost connection, before it is dead-lettered.
+MAX_ATTEMPTS = 3
+# Backoff of transient retries: 0.1 s doubling to 5 s, with full jitter so that workers do not retry in step.
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+def _payloads(body: object) -> list[dict]:
+    """The items of one `items.store` task message (Celery protocol 2: [args, kwargs, embed])."""
+    args = body[0] if isinstance(body, list) and body else None
+    items = args[0] if isinstance(args, list) and args else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"not an items.store message: {str(body)[:200]}")
+    return items
+
+
+def _is_transient(exc: Exception) -> bool:
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def _backoff_s(attempt: int) -> float:
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311 (jitter, not crypto)
+
+
+class ItemsBatchConsumer(bootsteps.ConsumerStep):
+    """Consumes the `items` queue on a channel of its own and flushes a batch when full or every 50 ms."""
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.buffer: list[tuple[list[dict], Message]] = []
+        self.dead_letter_producer: Producer | None = None
+
+    def get_consumers(self, channel):
+        dead_letter_queue(channel).declare()  # also declares the dead-letter exchange it is bound to
+        self.dead_letter_producer = Producer(channel, exchange=dead_letter_exchange)
+        return [
+            Consumer(
+                channel,
+                queues=[items_queue()],
+                callbacks=[self.on_message],
+                accept=["json"],
+                prefetch_count=PREFETCH,
+            )
+        ]
+
+    def start(self, c):
+        super().start(c)
+        self.flush_timer = c.timer.call_repeatedly(FLUSH_INTERVAL_S, self.flush)
+
+    def stop(self, c):
+        self.flush()
+        super().stop(c)
+
+    def on_message(self, body, message: Message) -> None:
+        try:
+            items = _payloads(body)
+        except ValueError as exc:
+            self._dead_letter(message, exc, reason="malformed")
+            return
+        self.buffer.append((items, message))
+        if len(self.buffer) >= BATCH_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        batch, self.buffer = self.buffer, []
+        attempt = 0
+        while True:
+            try:
+                self._store([item for items, _ in batch for item in items])
+                break
+            except Exception as exc:
+                if not _is_transient(exc):
+                    logger.warning("batch of %d failed (%r); storing its messages one by one", len(batch), exc)
+                    self._store_one_by_one(batch)
+                    return
+                metrics.store_retries.inc()
+                wait_s = _backoff_s(attempt)
+                logger.warning("database unavailable (%s); retrying %d messages in %.2f s", exc, len(batch), wait_s)
+                time.sleep(wait_s)
+                attempt += 1
+        for _, message in batch:
+            message.ack()
+        metrics.batch_size.observe(len(batch))
+
+    def _store(self, items: list[dict]) -> None:
+        from django.db import close_old_connections, connection
+
+        from app.services import items_store
+
+        try:
+            items_store(payloads=items)
+        except Exception:
+            # A broken connection must not be reused by the retry; Django reconnects on the next query.
+            connection.close()
+            raise
+        finally:
+            close_old_connections()
+        metrics.stored_rows.inc(len(items))
+
+    def _store_one_by_one(self, batch: list[tuple[list[dict], Message]]) -> None:
+        for items, message in batch:
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    self._store(items)
+                except Exception as exc:
+                    if attempt + 1 < MAX_ATTEMPTS:
+                        time.sleep(_backoff_s(attempt))
+                        continue
+                    self._dead_letter(message, exc, reason="unstorable", attempts=MAX_ATTEMPTS)
+                else:
+                    message.ack()
+                    metrics.batch_size.observe(1)
+                break
+
+    def _dead_letter(self, message: Message, exc: Exception, *, reason: str, attempts: int = 1) -> None:
+        """Copy the message to the dead-letter queue with why it failed, then ack the original.
+
+        Publish before ack: a crash in between leaves a duplicate in the dead-letter queue, never a loss
+        (replaying it twice is harmless, the insert is idempotent).
+        """
+        logger.error("dead-lettering a message (%s after %d attempts): %r", reason, attempts, exc)
+        self.dead_letter_producer.publish(
+            message.body,
+            routing_key=dead_letter_queue.routing_key,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            headers={
+                **(message.headers or {}),
+                "x-items-error": f"{type(exc).__name__}: {exc}"[:1000],
+                "x-items-reason": reason,
+                "x-items-attempts": attempts,
+                "x-items-dead-lettered-at": time.time(),
+            },
+            delivery_mode=2,
+            declare=[dead_letter_queue],
+        )
+        message.ack()
+        metrics.dead_lettered.labels(reason=reason).inc()

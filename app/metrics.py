@@ -1,0 +1,23 @@
+"""Prometheus metrics of the write path; label values use the error codes of project/errors.py."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# API side (gunicorn workers; aggregated through PROMETHEUS_MULTIPROC_DIR)
+published = Counter("items_published_total", "Items published to the broker and confirmed by it.")
+publish_failed = Counter("items_publish_failed_total", "Publishes that did not get a confirm, by reason.", ["reason"])
+publish_seconds = Histogram(
+    "items_publish_seconds",
+    "Time from publish to the broker's confirm.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+# Worker side (served by the worker on WORKER_METRICS_PORT)
+stored_rows = Counter("items_stored_total", "Item messages handled by committed batches (new or already stored).")
+batch_size = Histogram(
+    "items_batch_size", "Messages per committed insert.", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500)
+)
+store_retries = Counter("items_store_retries_total", "Batch inserts retried after a transient database error.")
+dead_lettered = Counter("items_dead_lettered_total", "Messages moved to the dead-letter queue, by reason.", ["reason"])
+queue_depth = Gauge(
+    "items_queue_depth", "Messages ready in the items queue when last sampled.", multiprocess_mode="max"
+)

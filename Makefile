@@ -6,7 +6,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint format system-deps stack stack-down stack-status
+.PHONY: help install run test test-unit test-integration lint format system-deps stack stack-down stack-status \
+	loadtest loadtest-smoke
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -54,3 +55,13 @@ stack-down: ## stop everything `make stack` started
 
 stack-status: ## show each process of the native stack
 	$(BIN)/python deploy/stack/stack.py status
+
+$(VENV)/.loadtest-installed: loadtest/requirements.txt | $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -r loadtest/requirements.txt
+	@touch $@
+
+loadtest: install $(VENV)/.loadtest-installed ## every load scenario 3x + baselines on the native stack; report in loadtest/results/
+	$(BIN)/python -m loadtest --start-stack $(LOADTEST_ARGS)
+
+loadtest-smoke: install $(VENV)/.loadtest-installed ## every load scenario once, short (< 3 min)
+	$(BIN)/python -m loadtest --start-stack --smoke $(LOADTEST_ARGS)

@@ -1,0 +1,267 @@
+"""results.json and report.md from one run's results; ratios computed from the medians of the same run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from loadtest.parsers import error_kind
+from loadtest.scenarios import RATIOS
+
+HOW_TO_READ = """\
+- **rps** is HTTP answers per second of any status (a 429 or 503 counts: look at the statuses column).
+  **p50/p90/p99** are latency percentiles in milliseconds over the answered requests; p99 is the figure a
+  user behind 1 request in 100 sees. Every figure is the **median over the runs** of this report.
+- **Ratios** compare two figures measured minutes apart on the same machine in the same report. On a shared,
+  noisy 2-core box the absolute rps moves by tens of percent from one hour to the next; a ratio moves far less,
+  so targets are stated as ratios. A throughput ratio of 0.5 means half the baseline's requests per second.
+- **Baselines**: `baseline-nginx-static` is the most a request through Nginx can cost on this machine (a file
+  from the page cache); `baseline-asgi` is the most the app tier can do under the very same gunicorn and
+  uvicorn settings (workers, worker class) with no Django at all.
+- The load generator runs on the same 2 cores as every server it loads. Numbers are *relative*: they tell you
+  which path is cheaper and by how much, not what a production fleet sustains.
+- **Lost-write check**: after each POST-ing run the tool waits until the queue has drained and compares rows
+  stored in PostgreSQL during the run with the 202s the load tool counted. A 202 that never became a row is a
+  lost write and fails the whole run. Requests that got no answer at all (timeouts, resets, or ones wrk still
+  had in flight at its deadline) may or may not have been accepted, so they may explain extra rows, never
+  missing ones.
+- **Ingest rows/s** = rows stored / seconds from the first POST of the run until the last row was stored.
+- Raw wrk/hey output of every run is in `raw/`; `results.json` has every figure, the exact commands, the
+  versions and the configuration in force.
+"""
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _rps(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _counts(counts: dict[str, int] | None) -> str:
+    if not counts:
+        return "-"
+    return ", ".join(f"{key}: {n:,}" for key, n in counts.items())
+
+
+def _errors(errors: dict[str, int] | None) -> str:
+    """hey's error messages embed URLs and addresses; group them by kind for the table."""
+    if not errors:
+        return "-"
+    kinds: dict[str, int] = {}
+    for message, n in errors.items():
+        kinds[error_kind(message)] = kinds.get(error_kind(message), 0) + n
+    return ", ".join(f"{kind}: {n:,}" for kind, n in sorted(kinds.items()))
+
+
+def compute_ratios(scenarios: dict[str, dict]) -> list[dict]:
+    ratios = []
+    for numerator, denominator, meaning in RATIOS:
+        top, bottom = scenarios.get(numerator, {}).get("median"), scenarios.get(denominator, {}).get("median")
+        entry: dict = {
+            "name": f"{numerator} / {denominator}",
+            "numerator": numerator,
+            "denominator": denominator,
+            "meaning": meaning,
+        }
+        if not top or not bottom:
+            missing = [name for name, m in ((numerator, top), (denominator, bottom)) if not m]
+            entry["unavailable"] = f"not measured in this run: {', '.join(missing)}"
+        else:
+            for key in ("rps", "p50_ms", "p99_ms"):
+                entry[f"{key}_ratio"] = round(top[key] / bottom[key], 3) if top.get(key) and bottom.get(key) else None
+        ratios.append(entry)
+    return ratios
+
+
+def lost_write_checks(scenarios: dict[str, dict]) -> list[dict]:
+    checks = []
+    for name, entry in scenarios.items():
+        for run in entry.get("runs", []):
+            if run.get("lost_write"):
+                checks.append({"scenario": name, "run": run["run"], **run["lost_write"]})
+    return checks
+
+
+def write_json(results: dict, out_dir: Path) -> Path:
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def render_markdown(results: dict) -> str:
+    config, scenarios = results["config"], results["scenarios"]
+    lines = [f"# Load test report: {results['started_at']}", ""]
+    lines += [*_verdict_lines(results), ""]
+    versions = results["versions"]
+    base_note = " (the native stack's Nginx)" if config.get("native_stack", {}).get("used") else ""
+    lines += [
+        f"- Mode: **{'smoke (every scenario once, short; not for decisions)' if config['smoke'] else 'full'}**; "
+        f"{config['runs']} run(s) per scenario, median reported; runs interleaved across scenarios.",
+        f"- Machine: {results['machine'].get('cpu_count')} CPUs ({results['machine'].get('cpu_model') or '?'}), "
+        f"load generator on the same cores. Elapsed {results.get('elapsed_s', 0):.0f} s.",
+        f"- Load: wrk `-t{config['wrk_threads']}` `-c{config['connections']}` `-d{config['duration_s']}s`; hey "
+        f"`-n {config['post_requests']}` `-c {config['connections']}`; overload `-c{config['overload_connections']}` "
+        f"`-d{config['overload_duration_s']}s`.",
+        f"- Targets: base URL `{config['base_url']}`{base_note}, app URL `{config.get('app_url') or '-'}` "
+        "(gunicorn directly).",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
+        f"- gunicorn in force: {_counts_plain(config.get('gunicorn', {}))}.",
+        "",
+        "## Results (median of the runs)",
+        "",
+        "| scenario | what it loads | tool | conns | rps | p50 ms | p90 ms | p99 ms | statuses (all runs) "
+        "| errors (all runs) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, entry in scenarios.items():
+        if entry.get("skipped"):
+            lines.append(f"| {name} | {entry['summary']} | | | skipped: {entry['skipped']} | | | | | |")
+            continue
+        m = entry.get("median") or {}
+        lines.append(
+            f"| {name} | {entry['summary']} | {entry['tool']} | {entry['connections']} | {_rps(m.get('rps'))} | "
+            f"{_ms(m.get('p50_ms'))} | {_ms(m.get('p90_ms'))} | {_ms(m.get('p99_ms'))} | "
+            f"{_counts(entry.get('statuses_total'))} | {_errors(entry.get('errors_total'))} |"
+        )
+    lines += [
+        "",
+        "## Ratios (same run, medians)",
+        "",
+        "| ratio | throughput | p50 latency | p99 latency | what it says |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for ratio in results["ratios"]:
+        if ratio.get("unavailable"):
+            lines.append(f"| {ratio['name']} | {ratio['unavailable']} | | | {ratio['meaning']} |")
+            continue
+        cells = [
+            f"{ratio[k]:.2f}" if ratio.get(k) is not None else "-"
+            for k in ("rps_ratio", "p50_ms_ratio", "p99_ms_ratio")
+        ]
+        lines.append(f"| {ratio['name']} | {' | '.join(cells)} | {ratio['meaning']} |")
+    lines += _writes_section(results) + _sweep_section(results)
+    if results.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
+    lines += [
+        "",
+        "## Charts",
+        "",
+        "![throughput per scenario](throughput.png)",
+        "",
+        "![latency per scenario](latency.png)",
+        "",
+    ]
+    if results.get("sweep"):
+        lines += ["![latency against concurrency](latency_vs_concurrency.png)", ""]
+    lines += _per_run_section(scenarios)
+    lines += _config_section(config)
+    lines += ["", "## How to read this", "", HOW_TO_READ]
+    return "\n".join(lines)
+
+
+def _counts_plain(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "unknown"
+
+
+def _verdict_lines(results: dict) -> list[str]:
+    checks = results["lost_write"]["checks"]
+    lines = []
+    failed = [c for c in checks if c.get("ok") is False]
+    unchecked = [c for c in checks if not c.get("checked")]
+    for check in failed:
+        lines.append(f"🔴 **FAILED: {check['scenario']} run {check['run']}: {check['message']}**  ")
+    for failure in results.get("failures", []):
+        lines.append(f"🔴 **FAILED: {failure}**  ")
+    if unchecked and not failed:
+        lines.append(f"🟡 **Lost-write check not run**: {unchecked[0]['message']}  ")
+    if checks and not failed and not unchecked:
+        lines.append(f"🟢 Every lost-write check passed ({len(checks)} POST-ing runs): stored rows == accepted 202s.  ")
+    if not checks:
+        lines.append("No POST-ing scenario ran: no lost-write check.  ")
+    for warning in results.get("warnings", []):
+        lines.append(f"⚠️ {warning}  ")
+    return lines
+
+
+def _writes_section(results: dict) -> list[str]:
+    checks = results["lost_write"]["checks"]
+    if not checks:
+        return []
+    lines = [
+        "",
+        "## Writes: lost-write check and ingest",
+        "",
+        "| scenario | run | 202s counted | rows stored | no answer | verdict | ingest rows/s | first POST → drained |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for c in checks:
+        mark = "🟢" if c.get("ok") else "🔴" if c.get("ok") is False else "🟡"
+        lines.append(
+            f"| {c['scenario']} | {c['run']} | {c.get('accepted', '-')} | {c.get('stored', '-')} | "
+            f"{c.get('unanswered', '-')} | {mark} {c['message']} | {c.get('ingest_rows_per_s') or '-'} | "
+            f"{c.get('first_post_to_drained_s', '-')} s |"
+        )
+    return lines
+
+
+def _sweep_section(results: dict) -> list[str]:
+    if not results.get("sweep"):
+        return []
+    lines = [
+        "",
+        "## Latency against concurrency (get-app-hit, gunicorn direct)",
+        "",
+        "| connections | rps | p50 ms | p90 ms | p99 ms | non-2xx/3xx |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level in results["sweep"]:
+        m = level["median"]
+        lines.append(
+            f"| {level['connections']} | {_rps(m.get('rps'))} | {_ms(m.get('p50_ms'))} | "
+            f"{_ms(m.get('p90_ms'))} | {_ms(m.get('p99_ms'))} | {m.get('non_2xx_3xx', '-')} |"
+        )
+    return lines
+
+
+def _per_run_section(scenarios: dict[str, dict]) -> list[str]:
+    lines = [
+        "## Every run",
+        "",
+        "| scenario | run | rps | p50 ms | p90 ms | p99 ms | statuses | errors |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, entry in scenarios.items():
+        for run in entry.get("runs", []):
+            r = run.get("result")
+            if not r:
+                lines.append(f"| {name} | {run['run']} | failed: {run.get('error')} | | | | | |")
+                continue
+            lat = r["latency_ms"]
+            # Plain wrk runs (no report.lua) only know "non-2xx or 3xx", not which statuses.
+            statuses = _counts(r["statuses"]) if r["statuses"] else f"non-2xx/3xx: {r['non_2xx_3xx']}"
+            lines.append(
+                f"| {name} | {run['run']} | {_rps(r['rps'])} | {_ms(lat['p50'])} | {_ms(lat['p90'])} | "
+                f"{_ms(lat['p99'])} | {statuses} | {_errors(r['errors'])} |"
+            )
+    return lines
+
+
+def _config_section(config: dict) -> list[str]:
+    env = config.get("service_env") or {}
+    if not env.get("set"):
+        return []
+    lines = ["", "<details><summary>Environment the service runs with (secrets redacted)</summary>", ""]
+    lines += [f"- `{name}={value}`" for name, value in env["set"].items()]
+    if env.get("unset_defaults_apply"):
+        lines.append(f"- unset, defaults apply: {', '.join(env['unset_defaults_apply'])}")
+    return [*lines, "", "</details>"]
+
+
+def write_markdown(results: dict, out_dir: Path) -> Path:
+    path = out_dir / "report.md"
+    path.write_text(render_markdown(results))
+    return path

@@ -1,0 +1,125 @@
+"""The named scenarios and the exact wrk/hey command lines each one runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+# wrk threads: one per core. The load generator shares these 2 cores with the server; more threads than
+# cores only adds context switches in the client (loadtest/README.md, "Thread counts").
+WRK_THREADS = 2
+# A slow answer should be measured, not dropped: wrk's default --timeout of 2 s turns any answer slower than
+# that into a "timeout" socket error that leaves the latency percentiles.
+WRK_TIMEOUT = "10s"
+# The design notes' POST body, byte for byte.
+POST_BODY = '{"name":"x","description":"y"}'
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    tool: str  # "wrk" | "hey"
+    # Which server it loads: "base" (Nginx of the stack or --base-url), "app" (gunicorn, --app-url), "miss" (a
+    # second app gunicorn with RESPONSE_CACHE_ENABLED=0), "static" / "asgi" (the baselines started here).
+    target: str
+    summary: str
+    script: str = "report.lua"
+    writes: bool = False  # POSTs: the lost-write check runs after each run
+    overload: bool = False  # 5x the connections, a third of the duration
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("get-nginx-hit", "wrk", "base", "GET /items through Nginx; its 1 s micro-cache answers"),
+        Scenario("get-app-hit", "wrk", "app", "GET /items straight to gunicorn (app response cache on)"),
+        Scenario("get-app-miss", "wrk", "miss", "GET /items to a second gunicorn with RESPONSE_CACHE_ENABLED=0"),
+        Scenario(
+            "post-accept", "hey", "base", "hey POST /items with the design-notes JSON body, through Nginx", writes=True
+        ),
+        Scenario(
+            "mixed", "wrk", "base", "90% GET / 10% POST /items through Nginx (mixed.lua)", "mixed.lua", writes=True
+        ),
+        Scenario("overload", "wrk", "app", "GET /items straight to gunicorn at 5x the connections", overload=True),
+        Scenario(
+            "baseline-nginx-static", "wrk", "static", "a separate Nginx serving the bytes of GET /items as a file"
+        ),
+        Scenario("baseline-asgi", "wrk", "asgi", "a bare ASGI app returning those bytes, same gunicorn settings"),
+    )
+}
+
+# (numerator, denominator, what the ratio says)
+RATIOS = [
+    ("get-nginx-hit", "baseline-nginx-static", "what the micro-cache path costs over Nginx serving a file"),
+    ("get-app-hit", "baseline-asgi", "what Django and the app add over a bare ASGI app under the same gunicorn"),
+    ("get-app-hit", "get-app-miss", "what the app response cache buys (> 1: cached reads are faster)"),
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenarios: list[str]
+    runs: int
+    duration_s: int
+    connections: int
+    post_requests: int
+    warmup_s: int
+    sweep_connections: list[int]
+    sweep_duration_s: int
+    sweep_runs: int
+    smoke: bool
+
+    @property
+    def overload_connections(self) -> int:
+        return self.connections * 5
+
+    @property
+    def overload_duration_s(self) -> int:
+        return max(self.duration_s // 3, 2)
+
+    def connections_for(self, scenario: Scenario) -> int:
+        return self.overload_connections if scenario.overload else self.connections
+
+    def duration_for(self, scenario: Scenario) -> int:
+        return self.overload_duration_s if scenario.overload else self.duration_s
+
+
+def wrk_command(url: str, *, connections: int, duration_s: int, script: str = "report.lua") -> list[str]:
+    threads = min(WRK_THREADS, connections)
+    return [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--latency",
+        "--timeout",
+        WRK_TIMEOUT,
+        "-s",
+        str(SCRIPTS / script),
+        url,
+    ]
+
+
+def hey_command(url: str, *, requests: int, connections: int) -> list[str]:
+    return [
+        "hey",
+        "-n",
+        str(requests),
+        "-c",
+        str(min(connections, requests)),
+        "-m",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        POST_BODY,
+        url,
+    ]
+
+
+def command_for(scenario: Scenario, url: str, plan: Plan) -> list[str]:
+    connections = plan.connections_for(scenario)
+    if scenario.tool == "hey":
+        return hey_command(url, requests=plan.post_requests, connections=connections)
+    return wrk_command(url, connections=connections, duration_s=plan.duration_for(scenario), script=scenario.script)

@@ -1,0 +1,188 @@
+"""Servers the load tool starts for itself on free loopback ports: the static-file Nginx and the bare-ASGI
+gunicorn baselines, and a second app gunicorn with the response cache off. Each is stopped by its own pid."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.stack import REPO
+
+GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
+# Set by deploy/stack/stack.py on its children so `stack.py down` can find strays; ours are not its children.
+_STACK_CHILD_MARK = "ITEMS_STACK_CHILD"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url_host: str, port: int, path: str, timeout_s: float = 5) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(url_host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen
+    port: int
+    argv: list[str]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, path: str, timeout_s: float = 60) -> None:
+        """Until `path` answers 200; raises RuntimeError with the log's tail if the process dies or is slow."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}: {self.log_tail()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if http_get("127.0.0.1", self.port, path, timeout_s=2)[0] == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer 200 on {path} within {timeout_s:g} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 25) -> None:
+        """SIGTERM (gunicorn: graceful; Nginx: fast) to our own process group, SIGKILL after timeout_s."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+RECYCLE_LINE = b"Maximum request limit"  # gunicorn's log line when max_requests recycles a worker
+
+
+def count_recycles(log: Path) -> int:
+    """Workers recycled by max_requests so far, per gunicorn's log: each one drops its open connections."""
+    try:
+        return log.read_bytes().count(RECYCLE_LINE)
+    except OSError:
+        return 0
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopping it reaches every worker it forked
+        )
+
+
+NGINX_CONF = """\
+# Baseline: Nginx serving the captured bytes of GET /items as a static file. Rendered by loadtest; the same
+# worker, event and keepalive settings as deploy/nginx, and a buffered access log as the stack keeps one.
+daemon off;
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    server_tokens off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 65s;
+    access_log {dir}/access.log combined buffer=32k flush=1s;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            default_type "application/json; charset=utf-8";
+            root {dir};
+            try_files /items.json =404;
+        }}
+    }}
+}}
+"""
+
+
+def start_static_nginx(work_dir: Path, body: bytes) -> Server:
+    """A separate tiny Nginx on a free port serving `body`; its config is written to work_dir/nginx.conf."""
+    nginx = shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if not nginx:
+        raise RuntimeError("nginx not found: apt-get install nginx (or make system-deps)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "tmp").mkdir(exist_ok=True)
+    (work_dir / "items.json").write_bytes(body)
+    port = free_port()
+    conf = work_dir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=work_dir, port=port))
+    argv = [nginx, "-p", f"{work_dir}/", "-c", str(conf), "-e", str(work_dir / "error.log")]
+    log = work_dir / "nginx.out"
+    server = Server("baseline nginx", _spawn("nginx", argv, dict(os.environ), log), port, argv, log)
+    server.wait_ready("/items", timeout_s=15)
+    return server
+
+
+def gunicorn_env(base: dict[str, str], *, port: int, metrics_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    """`base` (the stack gunicorn's own environment) moved to another port and its own metrics dir.
+
+    The metrics dir must differ: gunicorn.conf.py wipes PROMETHEUS_MULTIPROC_DIR at start, and the stack's
+    counters live in its own.
+    """
+    env = {key: value for key, value in base.items() if key != _STACK_CHILD_MARK}
+    env.update(extra)
+    env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    return env
+
+
+def start_gunicorn(
+    name: str, app: str, *, base_env: dict[str, str], work_dir: Path, extra_env: dict[str, str], ready_path: str
+) -> Server:
+    """gunicorn -c deploy/gunicorn.conf.py APP on a free port: the stack's worker count and worker class."""
+    venv_gunicorn = REPO / ".venv" / "bin" / "gunicorn"
+    gunicorn = str(venv_gunicorn) if venv_gunicorn.exists() else shutil.which("gunicorn")
+    if not gunicorn:
+        raise RuntimeError("gunicorn not found: make install")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = gunicorn_env(base_env, port=port, metrics_dir=work_dir / "prometheus", extra=extra_env)
+    # No control socket: its default path (~/.gunicorn/gunicorn.ctl) is shared by every gunicorn of this user,
+    # and ours must not take it from the stack's. It plays no part in serving requests.
+    argv = [gunicorn, "-c", str(GUNICORN_CONF), "--no-control-socket", app]
+    log = work_dir / "gunicorn.log"
+    server = Server(name, _spawn(name, argv, env, log), port, argv, log)
+    server.wait_ready(ready_path, timeout_s=60)
+    return server

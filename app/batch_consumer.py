@@ -17,6 +17,7 @@ import logging
 import random
 import time
 
+from amqp.exceptions import AMQPError
 from celery import bootsteps
 from kombu import Consumer, Message, Producer
 
@@ -54,6 +55,15 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, OperationalError | InterfaceError)
 
 
+def _ack(message: Message) -> None:
+    """Ack, tolerating a channel that died since delivery: RabbitMQ then redelivers the message, and storing it
+    again is a no-op (ON CONFLICT DO NOTHING)."""
+    try:
+        message.ack()
+    except (AMQPError, OSError) as exc:
+        logger.warning("ack failed (%r); the broker will redeliver and the insert will skip it", exc)
+
+
 def _backoff_s(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311 (jitter, not crypto)
 
@@ -84,6 +94,9 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         self.flush_timer = c.timer.call_repeatedly(FLUSH_INTERVAL_S, self.flush)
 
     def stop(self, c):
+        # Also called when the broker connection is lost (Celery restarts its consumer steps): store what we
+        # hold, since the rows are good either way; acks on the dead channel fail and RabbitMQ redelivers.
+        self.flush_timer.cancel()
         self.flush()
         super().stop(c)
 
@@ -117,7 +130,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                 time.sleep(wait_s)
                 attempt += 1
         for _, message in batch:
-            message.ack()
+            _ack(message)
         metrics.batch_size.observe(len(batch))
 
     def _store(self, items: list[dict]) -> None:
@@ -146,7 +159,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                         continue
                     self._dead_letter(message, exc, reason="unstorable", attempts=MAX_ATTEMPTS)
                 else:
-                    message.ack()
+                    _ack(message)
                     metrics.batch_size.observe(1)
                 break
 
@@ -172,5 +185,5 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
             delivery_mode=2,
             declare=[dead_letter_queue],
         )
-        message.ack()
+        _ack(message)
         metrics.dead_lettered.labels(reason=reason).inc()

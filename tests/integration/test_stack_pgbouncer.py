@@ -1,0 +1,65 @@
+"""PgBouncer is really between the app and PostgreSQL: many API clients, few server connections, all PgBouncer's."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+POOL_SIZE = 20  # default_pool_size in deploy/pgbouncer/pgbouncer.ini
+CLIENTS = 200
+REQUESTS_PER_CLIENT = 5
+
+APP_BACKENDS = """
+    SELECT pid FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+
+
+async def many_clients(base_url: str) -> list[int]:
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+
+        async def one_client(number: int) -> list[int]:
+            statuses = []
+            for request in range(REQUESTS_PER_CLIENT):
+                # Many distinct pages, so the micro-cache does not absorb the load before it reaches the app.
+                response = await client.get(f"/items?limit={1 + (number * REQUESTS_PER_CLIENT + request) % 100}")
+                statuses.append(response.status_code)
+            return statuses
+
+        results = await asyncio.gather(*(one_client(n) for n in range(CLIENTS)))
+    return [status for statuses in results for status in statuses]
+
+
+def test_200_concurrent_clients_get_no_error_and_postgresql_sees_only_pgbouncer_connections(stack):
+    pgbouncer_port = int(stack.env["STACK_PGBOUNCER_PORT"])
+    backends_per_sample: list[set[str]] = []
+    pgbouncer_server_pids: set[str] = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            backends_per_sample.append({row[0] for row in stack.psql(APP_BACKENDS)})
+            # SHOW SERVERS on PgBouncer's console: remote_pid is the PostgreSQL backend of each server connection.
+            servers = stack.psql("SHOW SERVERS", port=pgbouncer_port, dbname="pgbouncer")
+            pgbouncer_server_pids.update(row[15] for row in servers)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        statuses = asyncio.run(many_clients(stack.base_url))
+    finally:
+        done.set()
+        sampler.join()
+
+    assert len(statuses) == CLIENTS * REQUESTS_PER_CLIENT
+    assert set(statuses) == {200}, {status: statuses.count(status) for status in set(statuses)}
+    seen = set().union(*backends_per_sample)
+    assert seen, "the load never reached PostgreSQL"
+    assert max(len(backends) for backends in backends_per_sample) <= POOL_SIZE
+    assert seen <= pgbouncer_server_pids, f"backends not opened by PgBouncer: {seen - pgbouncer_server_pids}"

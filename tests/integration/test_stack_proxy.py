@@ -1,0 +1,105 @@
+"""Nginx in front of the app: its own errors in the JSON envelope, /metrics kept private, micro-cache, rate limits."""
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+JSON = "application/json; charset=utf-8"
+
+
+def outside_client(stack) -> httpx.Client:
+    """A client connecting from 127.0.0.2: still this host, but neither 127.0.0.1 (to which /metrics is
+    served) nor on the test's rate-limit allow-list (127.0.0.1/32)."""
+    return httpx.Client(base_url=stack.base_url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
+
+
+def answered_by_nginx(response: httpx.Response) -> bool:
+    # Every app response carries Django's security headers; an answer Nginx makes itself has none.
+    return "x-content-type-options" not in response.headers
+
+
+def test_a_body_over_16_kib_is_refused_by_nginx_with_the_413_envelope(stack):
+    body = b'{"name": "' + b"x" * (17 * 1024) + b'"}'
+
+    response = httpx.post(f"{stack.base_url}/items", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == JSON
+    assert response.json() == {"error": "payload_too_large", "detail": "The request body exceeds 16 KiB."}
+    assert answered_by_nginx(response)
+
+
+def test_with_gunicorn_down_nginx_answers_the_502_envelope_until_it_is_back(stack):
+    stack.stop("gunicorn")
+    try:
+        response = httpx.get(f"{stack.base_url}/healthz")
+
+        assert response.status_code == 502
+        assert response.headers["content-type"] == JSON
+        assert response.json()["error"] == "bad_gateway"
+        assert response.json()["detail"]
+        assert answered_by_nginx(response)
+    finally:
+        stack.start("gunicorn")
+    assert httpx.get(f"{stack.base_url}/healthz").status_code == 200
+
+
+def test_metrics_are_served_to_loopback_and_a_404_envelope_to_anyone_else(stack):
+    inside = httpx.get(f"{stack.base_url}/metrics")
+    with outside_client(stack) as client:
+        outside = client.get("/metrics")
+
+    assert inside.status_code == 200
+    assert "django_http_requests_total_by_method_total" in inside.text
+    assert outside.status_code == 404
+    assert outside.headers["content-type"] == JSON
+    assert outside.json() == {"error": "not_found", "detail": "Not found."}
+
+
+def test_a_client_outside_the_allow_list_gets_the_429_envelope_past_its_burst(stack):
+    with outside_client(stack) as client:
+        responses = [client.get("/items?limit=1") for _ in range(80)]
+
+    statuses = [r.status_code for r in responses]
+    assert statuses[:20] == [200] * 20, statuses  # the burst of 20 passes
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited, statuses
+    assert limited[0].headers["retry-after"] == "1"
+    assert limited[0].headers["content-type"] == JSON
+    assert limited[0].json() == {"error": "rate_limited", "detail": "Too many requests; slow down."}
+    assert set(statuses) == {200, 429}
+
+
+def test_an_allow_listed_client_is_never_rate_limited_by_nginx(stack):
+    with httpx.Client(base_url=stack.base_url) as client:
+        statuses = {client.get("/items?limit=2").status_code for _ in range(80)}
+
+    assert statuses == {200}
+
+
+def test_get_items_is_micro_cached_and_the_slash_form_is_served_without_a_redirect(stack):
+    with httpx.Client(base_url=stack.base_url, follow_redirects=False) as client:
+        first = client.get("/items?limit=7")
+        second = client.get("/items?limit=7")
+        other_query = client.get("/items?limit=8")
+        slash = client.get("/items/?limit=7")
+
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-cache-status"] in {"MISS", "EXPIRED", "STALE", "UPDATING"}
+    assert second.headers["x-cache-status"] == "HIT"
+    assert second.json() == first.json()
+    assert other_query.headers["x-cache-status"] != "HIT"  # the query string is part of the key
+    assert slash.status_code == 200
+    assert "location" not in slash.headers
+
+
+def test_post_is_never_served_from_the_cache(stack):
+    payload = {"name": "cache probe", "description": "same body twice"}
+    with httpx.Client(base_url=stack.base_url) as client:
+        first = client.post("/items", json=payload)
+        second = client.post("/items", json=payload)
+
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] != second.json()["id"]
+    assert "x-cache-status" not in second.headers

@@ -1,0 +1,30 @@
+"""/readyz through Nginx names the dependency that is down, and recovers when it is back."""
+
+import httpx
+import pytest
+
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("component", "check"),
+    [("redis", "cache"), ("rabbitmq", "broker"), ("pgbouncer", "database")],
+)
+def test_readyz_is_503_naming_the_dependency_that_is_down_and_200_once_it_is_back(stack, component, check):
+    stack.stop(component)
+    try:
+        assert "held down" in stack.run("status").stdout
+        response = httpx.get(f"{stack.base_url}/readyz", timeout=15)
+
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "unavailable"
+        assert body["checks"][check]["ok"] is False
+        assert body["checks"][check]["error"]
+        assert [name for name, result in body["checks"].items() if not result["ok"]] == [check]
+    finally:
+        stack.start(component)
+
+    wait_until(lambda: httpx.get(f"{stack.base_url}/readyz", timeout=15).status_code == 200, timeout_s=30)

@@ -11,6 +11,14 @@ publish_seconds = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
+# POST admission from the sampled depth (app/backpressure.py); the depth itself is items_queue_depth below.
+backpressure_delayed = Counter(
+    "items_backpressure_delayed_total", "POSTs held for a while because the items queue was between the watermarks."
+)
+backpressure_rejected = Counter(
+    "items_backpressure_rejected_total", "POSTs answered 503 queue_full because the items queue was over the high one."
+)
+
 # Worker side (served by the worker on WORKER_METRICS_PORT)
 stored_rows = Counter("items_stored_total", "Item messages handled by committed batches (new or already stored).")
 batch_size = Histogram(
@@ -19,5 +27,7 @@ batch_size = Histogram(
 store_retries = Counter("items_store_retries_total", "Batch inserts retried after a transient database error.")
 dead_lettered = Counter("items_dead_lettered_total", "Messages moved to the dead-letter queue, by reason.", ["reason"])
 queue_depth = Gauge(
-    "items_queue_depth", "Messages ready in the items queue when last sampled.", multiprocess_mode="max"
+    "items_queue_depth",
+    "Messages ready in the items queue, as last sampled by the API's backpressure (max over workers).",
+    multiprocess_mode="max",
 )

@@ -9,7 +9,8 @@ from amqp.exceptions import MessageNacked
 from django.conf import settings
 from kombu.exceptions import OperationalError as BrokerError
 
-from app import metrics
+from app import metrics, response_cache
+from app.backpressure import backpressure_admit
 from app.idempotency import body_fingerprint, idempotency_accept, idempotency_claim, idempotency_release
 from app.ids import uuid7
 from app.models import Item
@@ -68,6 +69,7 @@ def item_accept(*, name: str, description: str, idempotency_key: str | None = No
             return earlier_id
     created_at = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC)
     try:
+        backpressure_admit()  # may wait (queue filling) or raise QueueFull (over the high watermark)
         _publish({"id": str(item_id), **fields, "created_at": _rfc3339(created_at)})
     except Exception:
         if idempotency_key:
@@ -92,5 +94,6 @@ def items_store(*, payloads: list[dict]) -> int:
         )
         for payload in payloads
     ]
-    Item.objects.bulk_create(rows, ignore_conflicts=True)
+    Item.objects.bulk_create(rows, ignore_conflicts=True)  # autocommit: committed when this returns
+    response_cache.bump_version()
     return len(rows)

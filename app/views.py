@@ -12,6 +12,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from app import response_cache
 from app.cursor import cursor_decode, cursor_encode
 from app.http import accepted_json, conditional_json, json_bytes
 from app.selectors import item_get, item_list
@@ -55,13 +56,21 @@ def _post_rate(group: str, request: HttpRequest) -> str | None:
     return settings.RATELIMIT_POST_RATE
 
 
-def _limit_from(raw: str | None) -> int:
+def parse_limit(raw: str | None) -> int | None:
+    """The page size asked for, or None when it is not a whole number from 1 to MAX_LIMIT."""
     if raw is None:
         return DEFAULT_LIMIT
     # isascii: "²".isdigit() is true but int("²") fails; the length cap keeps int() away from huge strings.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= MAX_LIMIT):
-        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw[:40]!r}.")
+        return None
     return int(raw)
+
+
+def _limit_from(raw: str | None) -> int:
+    limit = parse_limit(raw)
+    if limit is None:
+        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw[:40]!r}.")
+    return limit
 
 
 def _idempotency_key_from(request: HttpRequest) -> str | None:
@@ -102,9 +111,15 @@ class ItemListCreateApi(APIView):
     def get(self, request: Request) -> HttpResponse:
         limit = _limit_from(request.query_params.get("limit"))
         token = request.query_params.get("cursor")
-        items, next_before = item_list(limit=limit, before=cursor_decode(token) if token is not None else None)
-        next_url = f"/items?limit={limit}&cursor={cursor_encode(next_before)}" if next_before else None
-        return conditional_json(request, json_bytes({"results": items, "next": next_url}))
+        before = cursor_decode(token) if token is not None else None
+
+        def build() -> bytes:
+            items, next_before = item_list(limit=limit, before=before)
+            next_url = f"/items?limit={limit}&cursor={cursor_encode(next_before)}" if next_before else None
+            return json_bytes({"results": items, "next": next_url})
+
+        etag, body = response_cache.get_or_build(response_cache.page_key(limit, token), build, versioned=True)
+        return conditional_json(request, body, etag)
 
     @extend_schema(
         operation_id="items_create",
@@ -130,7 +145,13 @@ class ItemDetailApi(APIView):
             parsed_id = uuid.UUID(item_id)
         except ValueError:
             raise NotFound(f"No item with id {item_id[:80]!r}: item ids are UUIDs.") from None
-        item = item_get(item_id=parsed_id)
-        if item is None:
+
+        def build() -> bytes | None:
+            item = item_get(item_id=parsed_id)
+            return json_bytes(item) if item is not None else None
+
+        # Stored items never change: their entries need no version.
+        found = response_cache.get_or_build(response_cache.item_key(str(parsed_id)), build, versioned=False)
+        if found is None:
             raise NotFound(f"No item with id {item_id}; an accepted item appears once the worker stores it.")
-        return conditional_json(request, json_bytes(item))
+        return conditional_json(request, found[1], found[0])

@@ -7,14 +7,37 @@ import shutil
 import time
 from pathlib import Path
 
+from uvicorn_worker import UvicornWorker
+
 # --- Sockets and workers -------------------------------------------------------------------------------------
 # Loopback by default: only Nginx should reach gunicorn (compose sets 0.0.0.0:8000 on the private network).
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Async workers: one event loop per core saturates the CPU; the 2*cores+1 rule is for blocking sync workers.
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
-# uvloop + httptools ("auto"); the class moved out of uvicorn (uvicorn.workers is deprecated).
-worker_class = "uvicorn_worker.UvicornWorker"
-backlog = 2048  # connections queued in the kernel while every worker is busy; Nginx retries none of them
+# Overload is answered by the app's load shedder (project/middleware/load_shedding.py: 503 `overloaded` with
+# the envelope and Retry-After, in well under a millisecond), not by the layers below it:
+# - backlog: connections the kernel queues while every worker is busy (capped by net.core.somaxconn, 4096 on
+#   Debian 12). Generous on purpose: a full backlog means refused connections, which Nginx turns into 502s and
+#   a direct client into resets. Time spent waiting there is not lost on us: Nginx stamps X-Request-Start
+#   before connecting, and the shedder answers 503 to a request that waited longer than
+#   SHED_MAX_QUEUE_TIME_MS.
+# - uvicorn's limit_concurrency (connections + tasks per worker) answers a plain-text 503 without envelope or
+#   Retry-After, and counts Nginx's idle keepalive connections too: set low, it would shed healthy traffic in
+#   place of our shedder. It is kept only as a memory guard, far above the shedder's ceiling
+#   (SHED_LIMIT_MAX = 500 in flight) plus Nginx's keepalive pool (64 per Nginx worker), so in practice it
+#   never fires before the shedder does (UVICORN_LIMIT_CONCURRENCY; 0 = unlimited).
+backlog = 2048
+_limit_concurrency = int(os.environ.get("UVICORN_LIMIT_CONCURRENCY") or 2000)
+
+
+class ItemsUvicornWorker(UvicornWorker):
+    """uvloop + httptools ("auto"), plus limit_concurrency, which the plain worker has no setting for."""
+
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "limit_concurrency": _limit_concurrency or None}
+
+
+# The class moved out of uvicorn (uvicorn.workers is deprecated).
+worker_class = ItemsUvicornWorker
 
 # --- Lifetimes and timeouts ----------------------------------------------------------------------------------
 # Recycle a worker after ~10k requests to bound slow leaks; the jitter keeps workers from restarting together.

@@ -21,7 +21,7 @@ from loadtest.servers import Server, count_recycles, http_get, start_gunicorn, s
 from loadtest.stack import REPO, Stack, find_stack, redact, stack_is_up, start_stack, stop_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
-APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss")}
+APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "noshed")}
 # Full run: 8 scenarios x 3 runs x 15 s + the sweep + POST drains fit the 15-minute budget on 2 cores.
 FULL = {"runs": 3, "duration": 15, "post_requests": 3000, "warmup": 2, "sweep_duration": 5, "sweep_runs": 3}
 # Smoke: every scenario once, short; the whole run (stack start included) stays under 3 minutes.
@@ -333,9 +333,11 @@ def execute(
                 )
             )
             urls["asgi"] = servers[-1].url
-        if "get-app-miss" in plan.scenarios and "get-app-miss" not in skipped:
+        miss_wanted = [n for n in ("get-app-miss", "overload") if n in plan.scenarios and n not in skipped]
+        if miss_wanted:
             if not (on_stack and stack):
-                skipped["get-app-miss"] = "needs the native stack's environment (.stack/env) for its second gunicorn"
+                for name in miss_wanted:
+                    skipped[name] = "needs the native stack's environment (.stack/env) for its second gunicorn"
             else:
                 progress.update("starting the second app gunicorn (RESPONSE_CACHE_ENABLED=0)")
                 servers.append(
@@ -349,6 +351,22 @@ def execute(
                     )
                 )
                 urls["miss"] = servers[-1].url
+        if "overload-noshed" in plan.scenarios and "overload-noshed" not in skipped:
+            if not (on_stack and stack):
+                skipped["overload-noshed"] = "needs the native stack's environment (.stack/env) for its gunicorn"
+            else:
+                progress.update("starting the app gunicorn without load shedding (LOAD_SHEDDING_ENABLED=0)")
+                servers.append(
+                    start_gunicorn(
+                        "app gunicorn, shedding off",
+                        "project.asgi:application",
+                        base_env=gunicorn_base_env,
+                        work_dir=out_dir / "app-noshed",
+                        extra_env={"RESPONSE_CACHE_ENABLED": "0", "LOAD_SHEDDING_ENABLED": "0"},
+                        ready_path="/healthz",
+                    )
+                )
+                urls["noshed"] = servers[-1].url
     except RuntimeError as exc:
         raise Fatal(str(exc)) from None
     if "get-app-miss" in plan.scenarios and "miss" in urls and not _app_reads_cache_switch():
@@ -356,10 +374,10 @@ def execute(
             "get-app-miss: the app does not read RESPONSE_CACHE_ENABLED yet (the caching issue has not "
             "landed), so it serves the same path as get-app-hit; a ratio near 1 is expected until then."
         )
-    if "overload" in plan.scenarios and "app" in urls:
+    if "overload" in plan.scenarios and "miss" in urls:
         notes.append(
-            "overload loads gunicorn directly: through Nginx the micro-cache would answer every GET and the "
-            "app's load shedding would never be reached."
+            "overload loads gunicorn directly with the response cache off: through Nginx the micro-cache (and in "
+            "the app the cache fast path) would answer every GET and the app's load shedding would never be reached."
         )
     if "get-nginx-hit" in plan.scenarios:
         notes.append(
@@ -479,7 +497,7 @@ def assemble(
             },
             "base_url": ctx.urls["base"],
             "app_url": ctx.urls.get("app"),
-            "helper_urls": {k: v for k, v in ctx.urls.items() if k in ("static", "asgi", "miss")},
+            "helper_urls": {k: v for k, v in ctx.urls.items() if k in ("static", "asgi", "miss", "noshed")},
             "native_stack": {
                 "used": on_stack,
                 "started_by_loadtest": stack_started,
@@ -499,6 +517,7 @@ def assemble(
         "commands": ctx.commands,
         "scenarios": scenarios,
         "ratios": report.compute_ratios(scenarios),
+        "overload": report.overload_comparison(scenarios),
         "sweep": sweep,
         "lost_write": {"ok": all(c.get("ok") is not False for c in checks), "checks": checks},
         "failures": failures,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from loadtest.parsers import error_kind
@@ -143,6 +144,7 @@ def render_markdown(results: dict) -> str:
             for k in ("rps_ratio", "p50_ms_ratio", "p99_ms_ratio")
         ]
         lines.append(f"| {ratio['name']} | {' | '.join(cells)} | {ratio['meaning']} |")
+    lines += _overload_section(scenarios)
     lines += _writes_section(results) + _sweep_section(results)
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
@@ -184,6 +186,68 @@ def _verdict_lines(results: dict) -> list[str]:
         lines.append("No POST-ing scenario ran: no lost-write check.  ")
     for warning in results.get("warnings", []):
         lines.append(f"⚠️ {warning}  ")
+    return lines
+
+
+def _goodput(entry: dict) -> float | None:
+    """Median over runs of 2xx answers per second."""
+    values = [
+        sum(n for status, n in (r["result"]["statuses"] or {}).items() if status.startswith("2"))
+        / r["result"]["duration_s"]
+        for r in entry.get("runs", [])
+        if r.get("result") and r["result"].get("duration_s")
+    ]
+    return statistics.median(values) if values else None
+
+
+def overload_comparison(scenarios: dict[str, dict]) -> list[dict]:
+    """overload (shedding on) and overload-noshed side by side, against get-app-miss as the peak."""
+    peak = _goodput(scenarios.get("get-app-miss") or {})
+    rows = []
+    for name in ("overload", "overload-noshed"):
+        entry = scenarios.get(name)
+        if not entry or entry.get("skipped") or not entry.get("runs"):
+            continue
+        statuses, errors = entry.get("statuses_total") or {}, entry.get("errors_total") or {}
+        goodput = _goodput(entry)
+        rows.append(
+            {
+                "scenario": name,
+                "goodput_rps": goodput,
+                "peak_rps": peak,
+                "goodput_of_peak": goodput / peak if goodput is not None and peak else None,
+                "p99_ms_all_answers": (entry.get("median") or {}).get("p99_ms"),
+                "shed_503": statuses.get("503", 0),
+                "other_5xx": sum(n for status, n in statuses.items() if status.startswith("5") and status != "503"),
+                "timeouts": errors.get("timeout", 0),
+                "socket_errors": sum(errors.values()),
+            }
+        )
+    return rows
+
+
+def _overload_section(scenarios: dict[str, dict]) -> list[str]:
+    rows = overload_comparison(scenarios)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Overload: load shedding on vs off (same run)",
+        "",
+        "Peak = `get-app-miss` 2xx/s at the normal connection count. wrk cannot split latency by status, so p99 is "
+        "over every answer (2xx and 503 alike) and the median rejection latency is not measured here.",
+        "",
+        "| scenario | goodput 2xx/s | peak 2xx/s | goodput / peak | p99 ms (all answers) | 503 shed | other 5xx "
+        "| timeouts | socket errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ratio = f"{row['goodput_of_peak']:.2f}" if row["goodput_of_peak"] is not None else "-"
+        lines.append(
+            f"| {row['scenario']} | {_rps(row['goodput_rps'])} | {_rps(row['peak_rps'])} | {ratio} | "
+            f"{_ms(row['p99_ms_all_answers'])} | {row['shed_503']} | {row['other_5xx']} | {row['timeouts']} | "
+            f"{row['socket_errors']} |"
+        )
     return lines
 
 

@@ -21,7 +21,8 @@ class Scenario:
     name: str
     tool: str  # "wrk" | "hey"
     # Which server it loads: "base" (Nginx of the stack or --base-url), "app" (gunicorn, --app-url), "miss" (a
-    # second app gunicorn with RESPONSE_CACHE_ENABLED=0), "static" / "asgi" (the baselines started here).
+    # second app gunicorn with RESPONSE_CACHE_ENABLED=0), "noshed" (a third one, also LOAD_SHEDDING_ENABLED=0),
+    # "static" / "asgi" (the baselines started here).
     target: str
     summary: str
     script: str = "report.lua"
@@ -41,7 +42,20 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "mixed", "wrk", "base", "90% GET / 10% POST /items through Nginx (mixed.lua)", "mixed.lua", writes=True
         ),
-        Scenario("overload", "wrk", "app", "GET /items straight to gunicorn at 5x the connections", overload=True),
+        Scenario(
+            "overload",
+            "wrk",
+            "miss",
+            "cache-miss GET /items straight to gunicorn at 5x the connections, load shedding on",
+            overload=True,
+        ),
+        Scenario(
+            "overload-noshed",
+            "wrk",
+            "noshed",
+            "the same against a gunicorn with LOAD_SHEDDING_ENABLED=0 (and the response cache off)",
+            overload=True,
+        ),
         Scenario(
             "baseline-nginx-static", "wrk", "static", "a separate Nginx serving the bytes of GET /items as a file"
         ),

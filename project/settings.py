@@ -6,6 +6,8 @@ in-process. Setting DATABASE_URL, REDIS_URL and BROKER_URL moves each piece onto
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from project.env import (
     database_from_url,
     env_bool,
@@ -186,6 +188,10 @@ WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
 ITEMS_MAX_BODY_BYTES = 16 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = ITEMS_MAX_BODY_BYTES
 CACHE_MAX_AGE_S = env_int("CACHE_MAX_AGE_S", 1, minimum=0)
+# The app cache of GET response bytes in Redis (app/response_cache.py, app/fast_path.py); needs REDIS_URL.
+RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", default=True)
+# Lifetime of a page entry; the version check, not this, is what makes new rows visible.
+RESPONSE_CACHE_TTL_S = env_int("RESPONSE_CACHE_TTL_S", 300, minimum=1)
 IDEMPOTENCY_TTL_S = env_int("IDEMPOTENCY_TTL_S", 24 * 3600, minimum=60)
 READYZ_TIMEOUT_S = env_float("READYZ_TIMEOUT_S", 2.0, minimum=0.1)
 
@@ -225,11 +231,50 @@ RATELIMIT_ALLOWLIST = env_list("RATELIMIT_ALLOWLIST")
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
 RATELIMIT_IP_META_KEY = "project.client_ip.client_ip"
 RATELIMIT_VIEW = "project.errors.ratelimited_view"
+# Redis down must not turn POSTs into 500s: the counters live behind a backend that fails open (counted in
+# items_ratelimit_fail_open_total; Nginx's per-IP limit still stands in front).
+RATELIMIT_FAIL_OPEN = True
+if REDIS_URL:
+    CACHES["ratelimit"] = {**CACHES["default"], "BACKEND": "project.ratelimit_cache.FailOpenRedisCache"}
+    RATELIMIT_USE_CACHE = "ratelimit"
 # W001: our Redis backend is django-redis's own class with metrics added, which the check does not recognise.
 SILENCED_SYSTEM_CHECKS.append("django_ratelimit.W001")
 if not REDIS_URL:
     # The embedded default's local-memory cache is per process, which is all a single `make run` needs.
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+
+# ------------------------------------------------------------------------------
+# Overload protection: load shedding and queue-depth backpressure (DESIGN.md §5, layers 3 and 4)
+# https://github.com/Netflix/concurrency-limits  https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/adaptive_concurrency_filter
+# ------------------------------------------------------------------------------
+LOAD_SHEDDING_ENABLED = env_bool("LOAD_SHEDDING_ENABLED", default=True)
+# A request that already waited this long in front of the app (X-Request-Start from Nginx) is answered 503 at
+# once: its client has most likely given up, and serving it would only make the requests behind it late too.
+SHED_MAX_QUEUE_TIME_MS = env_int("SHED_MAX_QUEUE_TIME_MS", 500, minimum=1)
+# The adaptive in-flight limit, per gunicorn worker (not per host): floor, ceiling and starting point.
+# The floor keeps a burst of slow-but-healthy requests (a cold cache) from shrinking a worker to a trickle.
+SHED_LIMIT_MIN = env_int("SHED_LIMIT_MIN", 20, minimum=1)
+SHED_LIMIT_MAX = env_int("SHED_LIMIT_MAX", 500, minimum=1)
+SHED_LIMIT_INITIAL = env_int("SHED_LIMIT_INITIAL", 50, minimum=1)
+# How many times the best observed latency a window may take before the limit shrinks.
+SHED_LATENCY_TOLERANCE = env_float("SHED_LATENCY_TOLERANCE", 3.0, minimum=1.0)
+if not SHED_LIMIT_MIN <= SHED_LIMIT_INITIAL <= SHED_LIMIT_MAX:
+    raise ImproperlyConfigured(
+        f"SHED_LIMIT_MIN ({SHED_LIMIT_MIN}) <= SHED_LIMIT_INITIAL ({SHED_LIMIT_INITIAL}) <= SHED_LIMIT_MAX "
+        f"({SHED_LIMIT_MAX}) does not hold."
+    )
+
+# POST admission from the items queue's depth (app/backpressure.py; only with BROKER_URL). Below LOW nothing
+# happens; between LOW and HIGH each POST waits up to BACKPRESSURE_MAX_DELAY_MS, growing with the fill; at HIGH
+# and above it is answered 503 queue_full. HIGH sits below ITEMS_QUEUE_MAX_LENGTH so that we answer before the
+# broker's reject-publish (the hard stop) has to.
+BACKPRESSURE_LOW = env_int("BACKPRESSURE_LOW", 10_000, minimum=0)
+BACKPRESSURE_HIGH = env_int("BACKPRESSURE_HIGH", 50_000, minimum=1)
+BACKPRESSURE_MAX_DELAY_MS = env_int("BACKPRESSURE_MAX_DELAY_MS", 100, minimum=0)
+# One passive queue_declare per process at most this often; requests in between reuse the last depth.
+BACKPRESSURE_SAMPLE_MS = env_int("BACKPRESSURE_SAMPLE_MS", 100, minimum=10)
+if not BACKPRESSURE_LOW < BACKPRESSURE_HIGH:
+    raise ImproperlyConfigured(f"BACKPRESSURE_LOW ({BACKPRESSURE_LOW}) must be below BACKPRESSURE_HIGH.")
 
 # ------------------------------------------------------------------------------
 # Logging: one line per event on stderr, collected by the process manager

@@ -101,7 +101,11 @@ def test_every_accepted_post_is_stored_once_while_rabbitmq_is_killed_and_restart
 
     refused = [a for a in answers if a.status != 202]
     assert all(a.status == 503 for a in refused), {a.status for a in refused}
-    assert all(a.error == "broker_unavailable" and a.headers.get("retry-after") for a in refused)
+    # Mostly broker_unavailable; while publishes stall on the dead broker the load shedder may also answer
+    # `overloaded`. Either way: a 503 envelope with Retry-After, never a 500.
+    codes = {a.error for a in refused}
+    assert codes <= {"broker_unavailable", "overloaded"}, codes
+    assert all(a.headers.get("retry-after") for a in refused)
     assert not any(a.status >= 500 and a.status != 503 for a in answers)
     assert len(refused) < TOTAL // 2, "the broker was down for most of the run: the restart is too slow"
     _assert_exactly_once(stack, "kill-broker", answers, unconfirmed=len(refused))

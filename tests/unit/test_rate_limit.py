@@ -43,3 +43,31 @@ def test_allow_listed_clients_are_not_limited(limited, settings, post_item):
 
 def test_gets_are_never_limited_by_django(limited, client):
     assert all(client.get("/items").status_code == 200 for _ in range(10))
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when this returns: nothing listens there
+
+
+def test_with_the_counter_store_down_posts_fail_open_and_are_counted(limited, settings, post_item):
+    from prometheus_client import REGISTRY
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit": {
+            "BACKEND": "project.ratelimit_cache.FailOpenRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{_closed_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        },
+    }
+    settings.RATELIMIT_USE_CACHE = "ratelimit"
+    before = REGISTRY.get_sample_value("items_ratelimit_fail_open_total") or 0.0
+
+    assert [post_item({"name": str(n)}).status_code for n in range(5)] == [202] * 5
+
+    assert REGISTRY.get_sample_value("items_ratelimit_fail_open_total") == before + 5
+    assert Item.objects.count() == 5

@@ -1,0 +1,114 @@
+"""ASGI fast path: GET /items and GET /items/{id} answered straight from the app cache, before Django.
+
+Even an async Django view costs a full request cycle — request signals and response close run through
+sync_to_async (thread hops), then URL resolution and the middleware chain — which is most of the time of a
+cache hit. This wrapper answers a fresh cache entry with the same bytes, status and headers Django would send,
+and hands everything else to Django unchanged: misses and stale entries (Django rebuilds them, with the
+stampede control of app.response_cache), bad parameters (Django answers the 400), other methods and paths.
+Load shedding does not see hits: they are the cheapest answer there is.
+"""
+
+import re
+import time
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import parse_etags
+from prometheus_client import Histogram
+
+from app import response_cache
+from app.views import parse_limit
+
+_LIST = re.compile(r"^/items/?$")
+_ITEM = re.compile(r"^/items/([0-9a-fA-F-]{32,36})/?$")
+_UUID_HEX_LENGTH = 32
+
+fast_path_seconds = Histogram(
+    "items_fast_path_seconds",
+    "GET answers served from the app cache by the ASGI fast path, by view.",
+    ["view"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+
+
+def _query(scope) -> dict[str, str]:
+    """Last value wins, as in Django's QueryDict.get."""
+    pairs = {}
+    for part in scope["query_string"].decode("latin-1").split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs[name] = value
+    return pairs
+
+
+class FastPath:
+    def __init__(self, app) -> None:
+        self.app = app
+        self.lookup: response_cache.AsyncLookup | None = None  # created on the worker's event loop
+        self.headers = [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"cache-control", b"public, max-age=%d" % settings.CACHE_MAX_AGE_S),
+            # What SecurityMiddleware and XFrameOptionsMiddleware add on the Django path.
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", settings.SECURE_REFERRER_POLICY.encode()),
+            (b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()),
+            (b"x-frame-options", settings.X_FRAME_OPTIONS.encode()),
+        ]
+        if settings.BEHIND_TLS:
+            self.headers.append(
+                (b"strict-transport-security", b"max-age=%d; includeSubDomains; preload" % settings.SECURE_HSTS_SECONDS)
+            )
+
+    def _key(self, scope) -> tuple[str, bool, str] | None:
+        """(cache key, versioned, view name) for a request the cache may answer; None for Django."""
+        path = scope["path"]
+        if _LIST.match(path):
+            query = _query(scope)
+            limit = parse_limit(query.get("limit"))
+            if limit is None or "%" in query.get("cursor", ""):
+                return None  # invalid (Django answers the 400) or percent-encoded (let Django decode it)
+            return response_cache.page_key(limit, query.get("cursor")), True, "items"
+        match = _ITEM.match(path)
+        if match and len(match[1].replace("-", "")) == _UUID_HEX_LENGTH:
+            return response_cache.item_key(match[1].lower()), False, "item"
+        return None
+
+    def _host_allowed(self, scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"host":
+                domain, _ = split_domain_port(value.decode("latin-1"))
+                return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+        return False
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        key = self._key(scope)
+        if key is None or not self._host_allowed(scope) or (settings.BEHIND_TLS and not _is_https(scope)):
+            return await self.app(scope, receive, send)
+        if self.lookup is None:
+            self.lookup = response_cache.AsyncLookup()
+        hit = await self.lookup.fresh(key[0], versioned=key[1])
+        if hit is None:
+            return await self.app(scope, receive, send)
+        etag, body = hit
+        await self._send(scope, send, etag, body)
+        fast_path_seconds.labels(view=key[2]).observe(time.perf_counter() - started)
+
+    async def _send(self, scope, send, etag: str, body: bytes) -> None:
+        headers = [*self.headers, (b"etag", etag.encode())]
+        if_none_match = next((v for n, v in scope["headers"] if n == b"if-none-match"), None)
+        if if_none_match is not None:
+            tags = if_none_match.decode("latin-1")
+            if tags.strip() == "*" or etag in parse_etags(tags.replace("W/", "")):
+                await send({"type": "http.response.start", "status": 304, "headers": headers[1:]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _is_https(scope) -> bool:
+    return any(n == b"x-forwarded-proto" and v == b"https" for n, v in scope["headers"])

@@ -1,0 +1,284 @@
+"""Load shedding: the gradient limiter's math, and the middleware's answers on the sync and the async path."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+
+from project.middleware import load_shedding
+from project.middleware.load_shedding import (
+    ASGILoadShedding,
+    GradientLimiter,
+    LoadShedder,
+    WSGILoadShedding,
+    queue_time_s,
+    with_load_shedding,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_windows(limiter: GradientLimiter, clock: FakeClock, *, windows: int, latency_s: float, inflight: int) -> None:
+    """`windows` sample windows, each with `inflight` requests held at once and completing at `latency_s`."""
+    for _ in range(windows):
+        for _ in range(max(inflight, load_shedding.SAMPLE_MIN_COUNT) // max(inflight, 1)):
+            admitted = sum(limiter.try_acquire() for _ in range(inflight))
+            for _ in range(admitted):
+                limiter.release(latency_s)
+        clock.now += load_shedding.SAMPLE_WINDOW_S
+        admitted = sum(limiter.try_acquire() for _ in range(inflight))
+        for _ in range(admitted):
+            limiter.release(latency_s)
+
+
+def limiter_with(clock: FakeClock, **overrides) -> GradientLimiter:
+    options = {"initial": 20, "minimum": 5, "maximum": 200, "tolerance": 2.0, "clock": clock} | overrides
+    return GradientLimiter(**options)
+
+
+def test_the_limit_grows_towards_the_ceiling_while_latency_stays_at_its_baseline_and_the_limit_is_used():
+    clock = FakeClock()
+    limiter = limiter_with(clock)
+    run_windows(limiter, clock, windows=200, latency_s=0.005, inflight=200)
+    assert limiter.limit == 200
+
+
+def test_the_limit_does_not_grow_when_traffic_never_uses_half_of_it():
+    clock = FakeClock()
+    limiter = limiter_with(clock)
+    run_windows(limiter, clock, windows=100, latency_s=0.005, inflight=3)
+    assert limiter.limit == 20
+
+
+def test_the_limit_shrinks_to_the_floor_when_latency_goes_far_above_its_baseline_and_not_below():
+    clock = FakeClock()
+    limiter = limiter_with(clock)
+    run_windows(limiter, clock, windows=50, latency_s=0.005, inflight=200)
+    grown = limiter.limit
+    run_windows(limiter, clock, windows=5, latency_s=0.5, inflight=200)
+    assert limiter.limit < grown
+    # At most half per window, smoothed: a single bad window cannot collapse it.
+    run_windows(limiter, clock, windows=200, latency_s=0.5, inflight=200)
+    assert limiter.limit == 5
+
+
+def test_latency_within_the_tolerance_does_not_shrink_the_limit():
+    clock = FakeClock()
+    limiter = limiter_with(clock)
+    run_windows(limiter, clock, windows=5, latency_s=0.010, inflight=20)
+    before = limiter.limit
+    run_windows(limiter, clock, windows=20, latency_s=0.019, inflight=200)
+    assert limiter.limit >= before
+
+
+def test_the_baseline_is_relearned_from_lightly_loaded_windows_so_a_slower_backend_is_not_overload_forever():
+    clock = FakeClock()
+    limiter = limiter_with(clock)
+    run_windows(limiter, clock, windows=5, latency_s=0.002, inflight=4)
+    assert limiter.min_rtt_s == pytest.approx(0.002)
+    # The backend is now 10x slower for good: the limit falls to the floor, where the windows are light
+    # enough to re-measure the baseline (within two refresh periods: the first still saw the fast windows),
+    # and then it grows again.
+    run_windows(
+        limiter,
+        clock,
+        windows=int(2.2 * load_shedding.BASELINE_REFRESH_S / load_shedding.SAMPLE_WINDOW_S),
+        latency_s=0.020,
+        inflight=200,
+    )
+    assert limiter.min_rtt_s == pytest.approx(0.020)
+    assert limiter.limit > 5
+
+
+def test_in_flight_beyond_the_limit_is_refused_and_released_slots_are_reused():
+    limiter = limiter_with(FakeClock(), initial=2, minimum=2, maximum=2)
+    assert [limiter.try_acquire() for _ in range(3)] == [True, True, False]
+    limiter.release(0.01)
+    assert limiter.try_acquire()
+
+
+@pytest.mark.parametrize(
+    ("header", "waited_s"),
+    [
+        ("t=1699999999.500", 0.5),  # Nginx $msec
+        ("t=1699999999500", 0.5),  # milliseconds
+        ("t=1699999999500000", 0.5),  # microseconds
+        ("1699999998", 2.0),  # no prefix
+    ],
+)
+def test_queue_time_is_read_from_x_request_start_in_any_common_unit(header, waited_s):
+    assert queue_time_s(header, 1_700_000_000.0) == pytest.approx(waited_s)
+
+
+@pytest.mark.parametrize("header", [None, "", "t=", "t=soon", "t=nan", "t=-5"])
+def test_a_missing_or_malformed_x_request_start_is_ignored(header):
+    assert queue_time_s(header, 1_700_000_000.0) is None
+
+
+# --- the middleware ---------------------------------------------------------------------------------------------
+
+
+def shed_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("items_shed_total", {"reason": reason}) or 0.0
+
+
+@pytest.fixture
+def one_at_a_time(settings):
+    settings.SHED_LIMIT_MIN = settings.SHED_LIMIT_INITIAL = settings.SHED_LIMIT_MAX = 1
+
+
+def _scope(path: str, **headers: str) -> dict:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+
+
+async def _asgi_get(app, path: str, **headers: str) -> tuple[int, dict, bytes]:
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await app(_scope(path, **headers), None, send)
+    return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]}, sent[1]["body"]
+
+
+def assert_overloaded_asgi(status: int, headers: dict, body: bytes) -> None:
+    assert status == 503
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert headers["retry-after"] == "1"
+    assert json.loads(body)["error"] == "overloaded"
+
+
+async def _ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_the_entry_points_wrap_django_with_it_and_switched_off_they_do_not(settings):
+    import project.asgi
+    import project.wsgi
+
+    assert isinstance(project.asgi.application, ASGILoadShedding)  # no Redis here, so no fast path outside it
+    assert isinstance(project.wsgi.application, WSGILoadShedding)
+    settings.LOAD_SHEDDING_ENABLED = False
+    assert with_load_shedding(_ok, asgi=True) is _ok
+
+
+@pytest.mark.anyio
+async def test_async_a_request_over_the_in_flight_limit_is_shed_with_503_while_probes_still_answer(one_at_a_time):
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(scope, receive, send):
+        if scope["path"] == "/items":
+            entered.set()
+            await release.wait()
+        await _ok(scope, receive, send)
+
+    app = ASGILoadShedding(slow)
+    first = asyncio.create_task(_asgi_get(app, "/items"))
+    await asyncio.wait_for(entered.wait(), 10)
+    before = shed_count("concurrency")
+    assert_overloaded_asgi(*await _asgi_get(app, "/items"))
+    assert shed_count("concurrency") == before + 1
+    for probe in ("/healthz", "/readyz", "/metrics"):
+        assert (await _asgi_get(app, probe))[0] == 200
+    release.set()
+    assert (await asyncio.wait_for(first, 10))[0] == 200
+    assert (await _asgi_get(app, "/other"))[0] == 200  # the slot is free again
+
+
+@pytest.mark.anyio
+async def test_a_shed_request_never_reaches_django_and_needs_no_thread():
+    reached = []
+
+    async def django(scope, receive, send):
+        reached.append(threading.get_ident())
+        await _ok(scope, receive, send)
+
+    app = ASGILoadShedding(django)
+    await _asgi_get(app, "/items", **{"X-Request-Start": old_start(10)})
+    assert reached == []
+    await _asgi_get(app, "/items")
+    assert reached == [threading.get_ident()]
+
+
+def test_sync_a_request_over_the_in_flight_limit_is_shed_with_503_while_probes_still_answer(one_at_a_time):
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(environ, start_response):
+        if environ["PATH_INFO"] == "/items":
+            entered.set()
+            assert release.wait(10)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    app = WSGILoadShedding(slow)
+    statuses: list[str] = []
+
+    def get(path: str, **environ) -> bytes:
+        body = app({"PATH_INFO": path, **environ}, lambda status, headers: statuses.append(status))
+        return b"".join(body)
+
+    holder = threading.Thread(target=get, args=("/items",))
+    holder.start()
+    try:
+        assert entered.wait(10)
+        before = shed_count("concurrency")
+        assert json.loads(get("/items"))["error"] == "overloaded"
+        assert statuses[-1].startswith("503")
+        assert shed_count("concurrency") == before + 1
+        for probe in ("/healthz", "/readyz", "/metrics"):
+            get(probe)
+            assert statuses[-1] == "200 OK"
+    finally:
+        release.set()
+        holder.join(10)
+    get("/items")
+    assert statuses[-1] == "200 OK"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def old_start(seconds_ago: float) -> str:
+    return f"t={time.time() - seconds_ago:.3f}"
+
+
+@pytest.mark.anyio
+async def test_a_request_that_waited_too_long_in_front_of_the_app_is_shed_at_once():
+    app = ASGILoadShedding(_ok)
+    before = shed_count("queue_time")
+    assert_overloaded_asgi(*await _asgi_get(app, "/items", **{"X-Request-Start": old_start(10)}))
+    assert shed_count("queue_time") == before + 1
+    assert (await _asgi_get(app, "/items", **{"X-Request-Start": old_start(0.01)}))[0] == 200
+
+
+@pytest.mark.anyio
+async def test_health_and_metrics_are_never_shed_however_long_they_waited():
+    app = ASGILoadShedding(_ok)
+    for probe in ("/healthz", "/readyz", "/metrics"):
+        assert (await _asgi_get(app, probe, **{"X-Request-Start": old_start(60)}))[0] == 200
+
+
+@pytest.mark.django_db
+def test_in_flight_and_limit_are_in_metrics(client):
+    LoadShedder()  # as each worker does at start
+    text = client.get("/metrics").content.decode()
+    assert "items_shed_inflight " in text
+    assert "items_shed_limit " in text

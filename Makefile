@@ -7,7 +7,7 @@ PORT   ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration lint format system-deps stack stack-down stack-status \
-	loadtest loadtest-smoke
+	loadtest loadtest-smoke loadtest-writes
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -60,8 +60,12 @@ $(VENV)/.loadtest-installed: loadtest/requirements.txt | $(VENV)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -r loadtest/requirements.txt
 	@touch $@
 
-loadtest: install $(VENV)/.loadtest-installed ## every load scenario 3x + baselines on the native stack; report in loadtest/results/
+loadtest: install $(VENV)/.loadtest-installed ## every load scenario 3x + baselines, then 60 s of sustained writes; report in loadtest/results/
 	$(BIN)/python -m loadtest --start-stack $(LOADTEST_ARGS)
+	$(BIN)/python -m loadtest.sustained_writes --start-stack
+
+loadtest-writes: install ## 60 s of sustained POSTs: accepted/s, stored rows/s, queue depth, lost-write check
+	$(BIN)/python -m loadtest.sustained_writes --start-stack $(WRITES_ARGS)
 
 loadtest-smoke: install $(VENV)/.loadtest-installed ## every load scenario once, short (< 3 min)
 	$(BIN)/python -m loadtest --start-stack --smoke $(LOADTEST_ARGS)

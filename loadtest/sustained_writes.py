@@ -1,0 +1,128 @@
+"""Sustained writes on the native stack: accepted POST/s with publisher confirms, stored rows/s, and the depth of
+the items queue over the run, then the lost-write check (rows stored == 202s).
+
+    python -m loadtest.sustained_writes [--duration 60] [--concurrency 50] [--start-stack]
+
+Ingest keeps up when the depth stays bounded during the run and drains to zero soon after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadtest.lostwrite import lost_write_verdict, wait_drained
+from loadtest.parsers import parse_hey
+from loadtest.scenarios import POST_BODY
+from loadtest.stack import REPO, find_stack, stack_is_up, start_stack, stop_stack
+
+SAMPLE_EVERY_S = 1.0
+
+
+def _row_counter(database_url: str):
+    import psycopg2
+
+    def count() -> int:
+        with psycopg2.connect(database_url, connect_timeout=5) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM items")
+            return cursor.fetchone()[0]
+
+    return count
+
+
+def _depth_sampler(broker_url: str, samples: list[tuple[float, int]], stop: threading.Event, started: float):
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=5) as connection:
+        channel = connection.channel()
+        while not stop.is_set():
+            try:
+                depth = channel.queue_declare("items", passive=True).message_count
+            except Exception:  # a missed sample is a gap in the series, not a failed run
+                depth = -1
+            samples.append((round(time.monotonic() - started, 2), depth))
+            stop.wait(SAMPLE_EVERY_S)
+
+
+def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
+    stack = find_stack()
+    if stack is None or not stack.database_direct_url:
+        print("sustained_writes: no native stack found (make stack, or --start-stack)", file=sys.stderr)
+        return 2
+    count_rows = _row_counter(stack.database_direct_url)
+    rows_before = count_rows()
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+    started = time.monotonic()
+    sampler = threading.Thread(
+        target=_depth_sampler, args=(stack.env["BROKER_URL"], samples, stop, started), daemon=True
+    )
+    sampler.start()
+    command = [
+        "hey", "-z", f"{duration_s}s", "-c", str(concurrency), "-m", "POST",
+        "-H", "Content-Type: application/json", "-d", POST_BODY, f"{stack.http_url}/items",
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=False, timeout=duration_s + 120).stdout
+    load_ended = time.monotonic()
+    result = parse_hey(output)
+    drain = wait_drained(count_rows, expected_at_least=rows_before + result.accepted, hard_timeout_s=300)
+    stop.set()
+    sampler.join(5)
+    stored = drain.rows - rows_before
+    verdict = lost_write_verdict(
+        rows_before=rows_before, rows_after=drain.rows, accepted=result.accepted, unanswered=result.unanswered
+    )
+    depths = [depth for _, depth in samples if depth >= 0]
+    during = [depth for t, depth in samples if depth >= 0 and t <= load_ended - started]
+    report = {
+        "command": " ".join(command),
+        "duration_s": duration_s,
+        "concurrency": concurrency,
+        "accepted": result.accepted,
+        "statuses": result.statuses,
+        "accepted_per_s": round(result.accepted / result.duration_s, 1) if result.duration_s else None,
+        "p50_ms": result.latency_ms.get("p50"),
+        "p99_ms": result.latency_ms.get("p99"),
+        "stored": stored,
+        "stored_per_s": round(stored / (drain.drained_at - started), 1) if drain.drained_at > started else None,
+        "drained_s_after_load": round(drain.drained_at - load_ended, 2),
+        "max_depth_during_load": max(during, default=None),
+        "final_depth": depths[-1] if depths else None,
+        "depth_samples": samples,
+        "lost_write_check": verdict.to_dict(),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sustained_writes.json").write_text(json.dumps(report, indent=2))
+    summary = {k: v for k, v in report.items() if k != "depth_samples"}
+    print(json.dumps(summary, indent=2))
+    return 0 if verdict.ok and drain.drained else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.sustained_writes", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
+    parser.add_argument("--concurrency", type=int, default=50, help="hey -c (default 50)")
+    parser.add_argument("--start-stack", action="store_true", help="start the native stack if it is not up")
+    parser.add_argument("--out", type=Path, help="output folder (default loadtest/results/<timestamp>-writes)")
+    args = parser.parse_args(argv)
+    out_dir = args.out or REPO / "loadtest" / "results" / (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-writes")
+    started_here = False
+    if args.start_stack and not stack_is_up():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        start_stack(out_dir / "stack.log")
+        started_here = True
+    try:
+        return run(args.duration, args.concurrency, out_dir)
+    finally:
+        if started_here:
+            stop_stack(out_dir / "stack.log")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -247,7 +247,9 @@ if not REDIS_URL:
 # Overload protection: load shedding and queue-depth backpressure (DESIGN.md §5, layers 3 and 4)
 # https://github.com/Netflix/concurrency-limits  https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/adaptive_concurrency_filter
 # ------------------------------------------------------------------------------
-LOAD_SHEDDING_ENABLED = env_bool("LOAD_SHEDDING_ENABLED", default=True)
+# On in production mode, off in the embedded default: a single `make run` process is a development server, and
+# `hey -c 100` against it should measure it, not be turned away.
+LOAD_SHEDDING_ENABLED = env_bool("LOAD_SHEDDING_ENABLED", default=PRODUCTION)
 # A request that already waited this long in front of the app (X-Request-Start from Nginx) is answered 503 at
 # once: its client has most likely given up, and serving it would only make the requests behind it late too.
 SHED_MAX_QUEUE_TIME_MS = env_int("SHED_MAX_QUEUE_TIME_MS", 500, minimum=1)

@@ -2,6 +2,9 @@
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -168,14 +171,28 @@ async def _ok(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def test_the_entry_points_wrap_django_with_it_and_switched_off_they_do_not(settings):
-    import project.asgi
-    import project.wsgi
-
-    assert isinstance(project.asgi.application, ASGILoadShedding)  # no Redis here, so no fast path outside it
-    assert isinstance(project.wsgi.application, WSGILoadShedding)
+def test_on_it_wraps_the_application_and_off_it_leaves_it_alone(settings):
+    settings.LOAD_SHEDDING_ENABLED = True
+    assert isinstance(with_load_shedding(_ok, asgi=True), ASGILoadShedding)
+    assert isinstance(with_load_shedding(_ok, asgi=False), WSGILoadShedding)
     settings.LOAD_SHEDDING_ENABLED = False
     assert with_load_shedding(_ok, asgi=True) is _ok
+
+
+def test_it_is_off_in_the_embedded_default_and_on_in_production():
+    import project.asgi
+
+    assert not isinstance(project.asgi.application, ASGILoadShedding)  # make run: a development server
+    probe = "from django.conf import settings; import django; django.setup(); print(settings.LOAD_SHEDDING_ENABLED)"
+    env = {
+        "PATH": os.environ["PATH"],
+        "APP_ENV": "production",
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "SECRET_KEY": "prod-Secret-Value-used-only-by-these-tests-0123456789-abcdefXYZ",
+        "ALLOWED_HOSTS": "x",
+    }
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True"
 
 
 @pytest.mark.anyio

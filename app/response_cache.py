@@ -166,6 +166,12 @@ def _get_or_build(client: redis.Redis, key: str, build, *, versioned: bool) -> t
     return _built(build())
 
 
+# The fast path keeps what Redis just confirmed fresh for this long in the worker's own memory: at thousands of
+# hits a second the Redis round trip is most of a hit's cost. It adds at most this much to staleness.
+LOCAL_TTL_S = 0.05
+_LOCAL_MAX_ENTRIES = 1024
+
+
 class AsyncLookup:
     """The fast path's read-only view of the cache: a fresh entry or None, never a database query."""
 
@@ -173,8 +179,14 @@ class AsyncLookup:
         self.client = redis.asyncio.Redis.from_url(
             settings.REDIS_URL, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
+        self.local: dict[str, tuple[float, str, bytes]] = {}  # key -> (confirmed at, etag, body)
 
     async def fresh(self, key: str, *, versioned: bool) -> tuple[str, bytes] | None:
+        now = time.monotonic()
+        local = self.local.get(key)
+        if local is not None and now - local[0] < LOCAL_TTL_S:
+            results.labels(result="hit").inc()
+            return local[1], local[2]
         if breaker.is_open():
             return None
         try:
@@ -187,6 +199,9 @@ class AsyncLookup:
         entry_version, etag, body = decode(entry)
         if entry_version != (int(raw_version or 0) if versioned else 0):
             return None  # stale: Django serves it or rebuilds, with the stampede control above
+        if len(self.local) >= _LOCAL_MAX_ENTRIES:
+            self.local.clear()  # a crude bound: entries live 50 ms anyway
+        self.local[key] = (now, etag, body)
         results.labels(result="hit").inc()
         return etag, body
 

@@ -24,7 +24,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
 # - uvicorn's limit_concurrency (connections + tasks per worker) answers a plain-text 503 without envelope or
 #   Retry-After, and counts Nginx's idle keepalive connections too: set low, it would shed healthy traffic in
 #   place of our shedder. It is kept only as a memory guard, far above the shedder's ceiling
-#   (SHED_LIMIT_MAX = 500 in flight) plus Nginx's keepalive pool (64 per Nginx worker), so in practice it
+#   (SHED_LIMIT_MAX = 1000 in flight) plus Nginx's keepalive pool (64 per Nginx worker), so in practice it
 #   never fires before the shedder does (UVICORN_LIMIT_CONCURRENCY; 0 = unlimited).
 backlog = 2048
 _limit_concurrency = int(os.environ.get("UVICORN_LIMIT_CONCURRENCY") or 2000)

@@ -255,9 +255,12 @@ LOAD_SHEDDING_ENABLED = env_bool("LOAD_SHEDDING_ENABLED", default=PRODUCTION)
 SHED_MAX_QUEUE_TIME_MS = env_int("SHED_MAX_QUEUE_TIME_MS", 500, minimum=1)
 # The adaptive in-flight limit, per gunicorn worker (not per host): floor, ceiling and starting point.
 # The floor keeps a burst of slow-but-healthy requests (a cold cache) from shrinking a worker to a trickle.
-SHED_LIMIT_MIN = env_int("SHED_LIMIT_MIN", 20, minimum=1)
-SHED_LIMIT_MAX = env_int("SHED_LIMIT_MAX", 500, minimum=1)
-SHED_LIMIT_INITIAL = env_int("SHED_LIMIT_INITIAL", 50, minimum=1)
+# Measured on 2 cores: with a floor of 20 the limiter (latency grows with concurrency on a CPU-bound worker) shed
+# 35% of POSTs and 80% of uncached GETs at an ordinary 100 connections, and the rejections cost the CPU the
+# admitted requests needed. 100 per worker keeps ordinary load whole; queue-time shedding catches real queueing.
+SHED_LIMIT_MIN = env_int("SHED_LIMIT_MIN", 100, minimum=1)
+SHED_LIMIT_MAX = env_int("SHED_LIMIT_MAX", 1000, minimum=1)
+SHED_LIMIT_INITIAL = env_int("SHED_LIMIT_INITIAL", 100, minimum=1)
 # How many times the best observed latency a window may take before the limit shrinks.
 SHED_LATENCY_TOLERANCE = env_float("SHED_LATENCY_TOLERANCE", 3.0, minimum=1.0)
 if not SHED_LIMIT_MIN <= SHED_LIMIT_INITIAL <= SHED_LIMIT_MAX:

@@ -175,11 +175,6 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         **{name: str(number) for name, number in ports.items()},
         "RATELIMIT_ALLOWLIST": os.environ.get("RATELIMIT_ALLOWLIST", "127.0.0.1/32"),
         "WEB_CONCURRENCY": "2",  # several workers, whatever the core count: /metrics must sum them all
-        # The write-path fault tests drive 50 concurrent POSTs to prove durability, not shedding: a floor above
-        # that keeps the adaptive limit out of their way. Shedding itself is tested deterministically in
-        # tests/unit/test_load_shedding.py and test_overload.py, and under real overload by `make loadtest`.
-        "SHED_LIMIT_MIN": "100",
-        "SHED_LIMIT_INITIAL": "100",
     }
     stack = Stack(
         stack_dir=state_dir,

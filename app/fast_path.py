@@ -21,6 +21,7 @@ _LIST = re.compile(r"^/items/?$")
 _ITEM = re.compile(r"^/items/([0-9a-fA-F-]{32,36})/?$")
 _UUID_HEX_LENGTH = 32
 
+
 def _query(scope) -> dict[str, str]:
     """Last value wins, as in Django's QueryDict.get."""
     pairs = {}

@@ -150,12 +150,19 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
 
     def _store_one_by_one(self, batch: list[tuple[list[dict], Message]]) -> None:
         for items, message in batch:
-            for attempt in range(MAX_ATTEMPTS):
+            failures, transient_retries = 0, 0
+            while True:
                 try:
                     self._store(items)
                 except Exception as exc:
-                    if attempt + 1 < MAX_ATTEMPTS:
-                        time.sleep(_backoff_s(attempt))
+                    if _is_transient(exc):  # the database went away meanwhile: wait for it, count no attempt
+                        metrics.store_retries.inc()
+                        time.sleep(_backoff_s(transient_retries))
+                        transient_retries += 1
+                        continue
+                    failures += 1
+                    if failures < MAX_ATTEMPTS:
+                        time.sleep(_backoff_s(failures))
                         continue
                     self._dead_letter(message, exc, reason="unstorable", attempts=MAX_ATTEMPTS)
                 else:

@@ -57,6 +57,7 @@ def encode(version: int, etag: str, body: bytes) -> bytes:
 
 
 def decode(entry: bytes) -> tuple[int, str, bytes]:
+    """Raises ValueError for anything that is not an entry we wrote."""
     version, etag, body = entry.split(b"\n", 2)
     return int(version), etag.decode(), body
 
@@ -128,12 +129,14 @@ def _get_or_build(client: redis.Redis, key: str, build, *, versioned: bool) -> t
     raw_version, entry = client.mget(VERSION_KEY, key)
     # Read before building: if the worker bumps during the build, the entry is born stale, never wrong.
     version = int(raw_version or 0) if versioned else 0
-    if entry is not None:
-        entry_version, etag, body = decode(entry)
-        if entry_version == version:
-            results.labels(result="hit").inc()
-            return etag, body
-    lock_key = f"{key}:lock"
+    try:
+        decoded = decode(entry) if entry is not None else None
+    except ValueError:
+        decoded = entry = None  # not an entry of ours: rebuild it
+    if decoded is not None and decoded[0] == version:
+        results.labels(result="hit").inc()
+        return decoded[1], decoded[2]
+    lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
     if client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS):
         try:
             fresh = _built(build())
@@ -196,7 +199,10 @@ class AsyncLookup:
             return None
         if entry is None:
             return None
-        entry_version, etag, body = decode(entry)
+        try:
+            entry_version, etag, body = decode(entry)
+        except ValueError:
+            return None  # not an entry (a foreign or corrupted value): Django rebuilds it
         if entry_version != (int(raw_version or 0) if versioned else 0):
             return None  # stale: Django serves it or rebuilds, with the stampede control above
         if len(self.local) >= _LOCAL_MAX_ENTRIES:

@@ -5,7 +5,7 @@ import logging
 import time
 import uuid
 
-from amqp.exceptions import MessageNacked
+from amqp.exceptions import AMQPError, MessageNacked
 from django.conf import settings
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -46,7 +46,9 @@ def _publish(payload: dict) -> None:
         # Our queue nacks only when it is at x-max-length (reject-publish).
         metrics.publish_failed.labels(reason=QueueFull.code).inc()
         raise QueueFull() from exc
-    except (BrokerError, OSError) as exc:  # OSError: refused, reset, confirm timeout (socket.timeout)
+    # OSError: refused, reset, confirm timeout (socket.timeout). AMQPError: channel errors Celery does not wrap,
+    # e.g. PRECONDITION_FAILED when the queue exists with other arguments, or a permission refused.
+    except (BrokerError, OSError, AMQPError) as exc:
         metrics.publish_failed.labels(reason=BrokerUnavailable.code).inc()
         logger.warning("publish failed, answering 503: %r", exc)
         raise BrokerUnavailable() from exc

@@ -162,6 +162,8 @@ def _translate(exc: Exception) -> ApiError | None:
             if not isinstance(fields, dict):
                 return InvalidInput(" ".join(fields))
             return InvalidInput(fields=fields)
+        case RecursionError():
+            return MalformedJson("The request body nests too deeply to parse.")
         case drf.ParseError():
             return MalformedJson(f"The request body is not valid JSON: {_plain_parse_error(exc)}")
         case drf.UnsupportedMediaType():

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
 from project.errors import BadRequest, PayloadTooLarge, envelope_response
@@ -22,7 +23,10 @@ def body_error(request: HttpRequest, max_bytes: int) -> HttpResponse | None:
             return envelope_response(BadRequest("The Content-Length header is not a number."))
     elif request.method in ("POST", "PUT", "PATCH"):
         # No Content-Length (chunked): the ASGI handler has already buffered the body, so measure it.
-        length = len(request.body)
+        try:
+            length = len(request.body)
+        except RequestDataTooBig:  # Django's own check (DATA_UPLOAD_MAX_MEMORY_SIZE) got there first
+            return envelope_response(PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes."))
     else:
         return None
     if length > max_bytes:

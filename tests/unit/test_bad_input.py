@@ -133,3 +133,26 @@ def test_deeply_nested_json_is_a_clean_400(post_item):
     assert_envelope(post_item(raw), 413, "payload_too_large")
     nested = json.dumps({"name": {"a": [[[[[[1]]]]]]}})
     assert_envelope(post_item(nested), 400, "invalid")
+
+
+def test_json_nested_too_deeply_within_the_size_limit_is_a_400_not_a_500(post_item):
+    body = assert_envelope(post_item(("[" * 8000 + "]" * 8000).encode()), 400, "malformed_json")
+    assert "nests too deeply" in body["detail"]
+
+
+def test_a_chunked_body_over_16_kib_is_413():
+    import io
+
+    from django.core.handlers.asgi import ASGIRequest
+
+    from project.middleware.body_limit import body_error
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/items",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+    }
+    request = ASGIRequest(scope, io.BytesIO(b"x" * 20_000))
+    assert_envelope(body_error(request, 16 * 1024), 413, "payload_too_large")

@@ -67,3 +67,9 @@ def test_posts_always_go_to_django():
     scope = {"type": "http", "method": "POST", "path": "/items", "query_string": b"", "headers": []}
     asyncio.run(FastPath(django)(scope, None, None))
     assert called == ["POST"]
+
+
+def test_no_client_supplied_cursor_can_name_a_lock_or_be_read_as_an_entry():
+    assert not response_cache.page_key(20, "c:lock").startswith("lock:")
+    with pytest.raises(ValueError):
+        response_cache.decode(b"1")  # a lock's value: fresh() and get_or_build treat it as a miss

@@ -56,3 +56,21 @@ def test_a_key_is_kept_for_24_hours(post_item, settings):
     import time
 
     assert 24 * 3600 - 60 < expiry - time.time() <= 24 * 3600
+
+
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+    }
+}
+
+
+def test_with_the_key_store_down_a_keyed_post_is_a_503_and_stores_nothing(post_item, settings):
+    settings.CACHES = DEAD_REDIS
+    response = post_item({"name": "x"}, **{"Idempotency-Key": "k"})
+    assert_envelope(response, 503, "idempotency_unavailable")
+    assert int(response["Retry-After"]) >= 1
+    assert Item.objects.count() == 0
+    assert post_item({"name": "no key"}).status_code == 202  # without a key nothing needs the store

@@ -50,18 +50,18 @@ class FastPath:
                 (b"strict-transport-security", b"max-age=%d; includeSubDomains; preload" % settings.SECURE_HSTS_SECONDS)
             )
 
-    def _key(self, scope) -> tuple[str, bool, str] | None:
-        """(cache key, versioned, view name) for a request the cache may answer; None for Django."""
+    def _key(self, scope) -> tuple[str, bool] | None:
+        """(cache key, versioned) for a request the cache may answer; None for Django."""
         path = scope["path"]
         if _LIST.match(path):
             query = _query(scope)
             limit = parse_limit(query.get("limit"))
             if limit is None or "%" in query.get("cursor", ""):
                 return None  # invalid (Django answers the 400) or percent-encoded (let Django decode it)
-            return response_cache.page_key(limit, query.get("cursor")), True, "items"
+            return response_cache.page_key(limit, query.get("cursor")), True
         match = _ITEM.match(path)
         if match and len(match[1].replace("-", "")) == _UUID_HEX_LENGTH:
-            return response_cache.item_key(match[1].lower()), False, "item"
+            return response_cache.item_key(match[1].lower()), False
         return None
 
     def _host_allowed(self, scope) -> bool:

@@ -23,6 +23,8 @@ def write_charts(results: dict, out_dir: Path) -> list[str]:
         written.append(_latency(plt, results, measured, out_dir))
     if results.get("sweep"):
         written.append(_sweep(plt, results, out_dir))
+    if results.get("overload"):
+        written.append(_overload(plt, results, out_dir))
     return written
 
 
@@ -113,3 +115,47 @@ def _sweep(plt, results: dict, out_dir: Path) -> str:
     fig.savefig(out_dir / "latency_vs_concurrency.png", dpi=110)
     plt.close(fig)
     return "latency_vs_concurrency.png"
+
+
+def _overload(plt, results: dict, out_dir: Path) -> str:
+    """Shedding on vs off: goodput / peak (target line 0.9) and p99 of successes at peak vs under overload."""
+    rows = results["overload"]
+    labels = [f"{row['kind']}\nshedding {row['shedding']}\n{row['client']}" for row in rows]
+    colors = ["#31a354" if row["shedding"] == "on" else "#de2d26" for row in rows]
+    xs = range(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    ratios = [row["goodput_of_peak"] or 0 for row in rows]
+    left.bar(xs, ratios, color=colors)
+    for x, ratio in zip(xs, ratios, strict=True):
+        left.annotate(f"{ratio:.2f}", (x, ratio), ha="center", va="bottom", fontsize=8)
+    left.axhline(0.9, color="black", linestyle="--", linewidth=1, label="target 0.9")
+    left.set_xticks(list(xs), labels, fontsize=7)
+    left.set_ylabel("goodput under 5x overload / peak goodput")
+    left.set_ylim(0, 1.1)
+    left.legend()
+    left.grid(axis="y", alpha=0.3)
+    width = 0.38
+    right.bar(
+        [x - width / 2 for x in xs],
+        [row["p99_success_at_peak_ms"] or 0 for row in rows],
+        width,
+        color="#bdbdbd",
+        label="p99 of 2xx at peak",
+    )
+    right.bar(
+        [x + width / 2 for x in xs],
+        [row["p99_success_ms"] or 0 for row in rows],
+        width,
+        color=colors,
+        label="p99 of 2xx under overload",
+    )
+    right.set_xticks(list(xs), labels, fontsize=7)
+    right.set_ylabel("ms")
+    right.set_yscale("log")
+    right.legend()
+    right.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle(_title(results, "Overload: load shedding on (green) vs off (red)"))
+    fig.tight_layout()
+    fig.savefig(out_dir / "overload.png", dpi=110)
+    plt.close(fig)
+    return "overload.png"

@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 
 from loadtest import charts, meta, report
 from loadtest.runner import Context, Progress, RowCounter, run_all, run_sweep
-from loadtest.scenarios import RATIOS, SCENARIOS, WRK_THREADS, Plan
-from loadtest.servers import Server, count_recycles, http_get, start_gunicorn, start_static_nginx
+from loadtest.scenarios import FRONT_TARGETS, RATIOS, SCENARIOS, WRK_THREADS, Plan
+from loadtest.servers import Server, count_recycles, http_get, start_gunicorn, start_proxy_nginx, start_static_nginx
 from loadtest.stack import REPO, Stack, find_stack, redact, stack_is_up, start_stack, stop_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
-APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "noshed")}
+APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "noshed", *FRONT_TARGETS)}
 # Full run: 8 scenarios x 3 runs x 15 s + the sweep + POST drains fit the 15-minute budget on 2 cores.
 FULL = {"runs": 3, "duration": 15, "post_requests": 3000, "warmup": 2, "sweep_duration": 5, "sweep_runs": 3}
 # Smoke: every scenario once, short; the whole run (stack start included) stays under 3 minutes.
@@ -56,14 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="S",
         help=f"seconds per wrk run (default {FULL['duration']}; "
-        f"--smoke: {SMOKE['duration']}); overload runs a third of it",
+        f"--smoke: {SMOKE['duration']}); overload-* runs twice as long",
     )
     parser.add_argument(
         "--connections",
         type=int,
         metavar="N",
         default=DEFAULT_CONNECTIONS,
-        help=f"concurrent connections (default {DEFAULT_CONNECTIONS}); overload uses 5x",
+        help=f"concurrent connections (default {DEFAULT_CONNECTIONS}); overload-* uses 5x",
     )
     parser.add_argument(
         "--post-requests",
@@ -283,6 +283,7 @@ def execute(
     (out_dir / "items.json").write_bytes(body)
     urls = {"base": base_url}
     skipped: dict[str, str] = {}
+    fronts: dict[str, tuple[Path, int]] = {}
     if app_url:
         _get_items(app_url, "--app-url")
         urls["app"] = app_url
@@ -333,7 +334,8 @@ def execute(
                 )
             )
             urls["asgi"] = servers[-1].url
-        miss_wanted = [n for n in ("get-app-miss", "overload") if n in plan.scenarios and n not in skipped]
+        wanted = [n for n in plan.scenarios if n not in skipped]
+        miss_wanted = [n for n in wanted if SCENARIOS[n].target in ("miss", "miss-front")]
         if miss_wanted:
             if not (on_stack and stack):
                 for name in miss_wanted:
@@ -351,9 +353,11 @@ def execute(
                     )
                 )
                 urls["miss"] = servers[-1].url
-        if "overload-noshed" in plan.scenarios and "overload-noshed" not in skipped:
+        noshed_wanted = [n for n in wanted if SCENARIOS[n].target == "noshed-front"]
+        if noshed_wanted:
             if not (on_stack and stack):
-                skipped["overload-noshed"] = "needs the native stack's environment (.stack/env) for its gunicorn"
+                for name in noshed_wanted:
+                    skipped[name] = "needs the native stack's environment (.stack/env) for its gunicorn"
             else:
                 progress.update("starting the app gunicorn without load shedding (LOAD_SHEDDING_ENABLED=0)")
                 servers.append(
@@ -367,6 +371,13 @@ def execute(
                     )
                 )
                 urls["noshed"] = servers[-1].url
+        for front, behind in FRONT_TARGETS.items():
+            if behind in urls and any(SCENARIOS[n].target == front for n in wanted if n not in skipped):
+                progress.update(f"starting the overload front Nginx ({front})")
+                gunicorn = next(server for server in servers if server.url == urls[behind])
+                servers.append(start_proxy_nginx(f"front nginx, {behind}", out_dir / front, gunicorn.port))
+                urls[front] = servers[-1].url
+                fronts[front] = (out_dir / front / "access.log", gunicorn.proc.pid)
     except RuntimeError as exc:
         raise Fatal(str(exc)) from None
     if "get-app-miss" in plan.scenarios and "miss" in urls and not _app_reads_cache_switch():
@@ -374,10 +385,12 @@ def execute(
             "get-app-miss: the app does not read RESPONSE_CACHE_ENABLED yet (the caching issue has not "
             "landed), so it serves the same path as get-app-hit; a ratio near 1 is expected until then."
         )
-    if "overload" in plan.scenarios and "miss" in urls:
+    if "miss-front" in urls:
         notes.append(
-            "overload loads gunicorn directly with the response cache off: through Nginx the micro-cache (and in "
-            "the app the cache fast path) would answer every GET and the app's load shedding would never be reached."
+            "peak-* and overload-* load a pass-through Nginx of their own (no micro-cache, no rate limits) in front "
+            "of an app gunicorn with the response cache off: through the stack's Nginx the micro-cache (and in the "
+            "app the cache fast path) would answer every GET and the app's load shedding would never be reached. "
+            "The front's access log gives the latency of each status apart (raw/*.access.log)."
         )
     if "get-nginx-hit" in plan.scenarios:
         notes.append(
@@ -395,6 +408,7 @@ def execute(
         servers=servers,
         skipped=skipped,
         run_id_prefix=started_at,
+        fronts=fronts,
     )
     scenarios = run_all(ctx, plan.scenarios)
     sweep = run_sweep(ctx) if "app" in urls else []
@@ -497,7 +511,9 @@ def assemble(
             },
             "base_url": ctx.urls["base"],
             "app_url": ctx.urls.get("app"),
-            "helper_urls": {k: v for k, v in ctx.urls.items() if k in ("static", "asgi", "miss", "noshed")},
+            "helper_urls": {
+                k: v for k, v in ctx.urls.items() if k in ("static", "asgi", "miss", "noshed", *FRONT_TARGETS)
+            },
             "native_stack": {
                 "used": on_stack,
                 "started_by_loadtest": stack_started,

@@ -225,3 +225,59 @@ def error_kind(message: str) -> str:
         if needle in message:
             return label
     return message.rsplit(": ", 1)[-1][:60]
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (no interpolation: a value that was really measured)."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * pct // 100))  # ceil(n * pct / 100)
+    return sorted_values[int(rank) - 1]
+
+
+def parse_proxy_log(text: str) -> dict:
+    """The access log of the overload front (loadtest/servers.py PROXY_LOG_FORMAT), one line per request:
+
+        $msec $status $request_time $upstream_response_time $upstream_status $upstream_http_retry_after
+
+    Returns per status (and for every 2xx together, `success`) the count and p50/p90/p99 of $request_time
+    in ms (what the client waited, from Nginx reading the request to sending the answer), plus `shed`: the
+    503s the app sent with Retry-After (its load shedder or its POST backpressure), `other_5xx`: every other
+    5xx, Nginx's own 502/504 included, and `client_closed`: Nginx's 499, requests the client gave up on
+    (wrk's timeout, or still in flight when wrk stopped).
+    Lines that do not fit the format are counted in `unparsed`, never silently dropped.
+    """
+    times: dict[str, list[float]] = {}
+    shed = unparsed = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or not fields[1].isdigit():
+            if line.strip():
+                unparsed += 1
+            continue
+        status = fields[1]
+        try:
+            request_ms = float(fields[2]) * 1000
+        except ValueError:
+            unparsed += 1
+            continue
+        times.setdefault(status, []).append(request_ms)
+        if status == "503" and fields[5] != "-":
+            shed += 1
+    by_status = {}
+    for status, values in sorted(times.items()):
+        values.sort()
+        by_status[status] = {
+            "count": len(values),
+            **{f"p{pct}_ms": _percentile(values, pct) for pct in (50, 90, 99)},
+        }
+    five_xx = sum(v["count"] for s, v in by_status.items() if s.startswith("5"))
+    success = sorted(t for status, values in times.items() if status.startswith("2") for t in values)
+    return {
+        "by_status": by_status,
+        "success": {"count": len(success), **{f"p{pct}_ms": _percentile(success, pct) for pct in (50, 90, 99)}},
+        "shed": shed,
+        "other_5xx": five_xx - shed,
+        "client_closed": by_status.get("499", {}).get("count", 0),
+        "unparsed": unparsed,
+    }

@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtest.lostwrite import lost_write_verdict, wait_drained
-from loadtest.parsers import LoadResult, ParseError, parse_hey, parse_wrk
+from loadtest.parsers import LoadResult, ParseError, parse_hey, parse_proxy_log, parse_wrk
 from loadtest.scenarios import SCENARIOS, Plan, Scenario, command_for, wrk_command
-from loadtest.servers import Server
+from loadtest.servers import Server, rss_bytes, worker_pids
 
 # Seconds of slack over a run's own duration before the tool is killed: every run is bounded in time.
 RUN_TIMEOUT_SLACK_S = 60
 # hey -n has no duration of its own; at a floor of 20 POSTs/s this is where a run counts as hung.
 HEY_MIN_RPS = 20
+# How often the RSS of the gunicorn workers behind a front is sampled during a run.
+RSS_SAMPLE_S = 1.0
 
 
 class Progress:
@@ -110,6 +112,8 @@ class Context:
     commands: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # scenario -> one-line reason
     run_id_prefix: str = ""
+    # front target -> (its access log, pid of the gunicorn master behind it): per-status latency and memory
+    fronts: dict[str, tuple[Path, int]] = field(default_factory=dict)
 
 
 def _shell(argv: list[str], env: dict[str, str] | None = None) -> str:
@@ -147,12 +151,65 @@ def _timeout_for(scenario: Scenario, plan: Plan) -> float:
     return plan.duration_for(scenario) + RUN_TIMEOUT_SLACK_S
 
 
+class RssSampler:
+    """Sums the RSS of a gunicorn master's live workers every RSS_SAMPLE_S in a thread, for one run. Workers
+    are looked up at each sample, so a recycled worker's successor is counted (and the recycle is visible as
+    a change of pids)."""
+
+    def __init__(self, master_pid: int) -> None:
+        self.master_pid = master_pid
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, bytes summed over workers)
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        pids = worker_pids(self.master_pid)
+        self.pids.update(pids)
+        self.samples.append((round(time.monotonic() - self._started, 2), sum(rss_bytes(pid) for pid in pids)))
+
+    def _loop(self) -> None:
+        self._sample()
+        while not self._stop.wait(RSS_SAMPLE_S):
+            self._sample()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(5)
+        return rss_summary(self.samples, len(self.pids))
+
+
+def rss_summary(samples: list[tuple[float, int]], workers_seen: int) -> dict:
+    """First, peak and last RSS (MiB, summed over the workers) and the growth from the first third of the run
+    to the last third (medians, so one sample taken mid-recycle cannot decide it)."""
+    values = [rss for _, rss in samples if rss > 0]
+    if len(values) < 3:
+        return {"samples": len(values)}
+    third = max(len(values) // 3, 1)
+    early, late = statistics.median(values[:third]), statistics.median(values[-third:])
+    mib = 1024 * 1024
+    return {
+        "samples": len(values),
+        "workers_seen": workers_seen,
+        "first_mib": round(values[0] / mib, 1),
+        "peak_mib": round(max(values) / mib, 1),
+        "last_mib": round(values[-1] / mib, 1),
+        "growth_pct": round((late - early) / early * 100, 1),
+        "series_mib": [round(v / mib, 1) for v in values],
+    }
+
+
 def run_scenario_once(ctx: Context, scenario: Scenario, run: int) -> dict:
     url = ctx.urls[scenario.target] + "/items"
     argv = command_for(scenario, url, ctx.plan)
     env = {"LOADTEST_RUN_ID": f"{ctx.run_id_prefix}-{scenario.name}-{run}"} if scenario.script != "report.lua" else None
     record: dict = {"run": run, "command": _shell(argv, env), "url": url}
     rows_before = ctx.row_counter() if scenario.writes and ctx.row_counter else None
+    front = ctx.fronts.get(scenario.target)
+    log_offset = front[0].stat().st_size if front and front[0].exists() else 0
+    sampler = RssSampler(front[1]) if front else None
     started = time.monotonic()
     record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result, error = run_tool(
@@ -160,6 +217,15 @@ def run_scenario_once(ctx: Context, scenario: Scenario, run: int) -> dict:
     )
     record["result"] = result.to_dict() if result else None
     record["error"] = error
+    if front and sampler:
+        record["rss"] = sampler.stop()
+        # wrk has exited; Nginx logs a request when its answer is sent (or when the client went away: 499).
+        time.sleep(0.5)
+        with open(front[0], "rb") as log:
+            log.seek(log_offset)
+            text = log.read().decode(errors="replace")
+        (ctx.out_dir / "raw" / f"{scenario.name}-run{run}.access.log").write_text(text)
+        record["by_status"] = parse_proxy_log(text)
     if scenario.writes:
         record["lost_write"] = _lost_write_check(ctx, scenario, run, result, rows_before, started)
     return record

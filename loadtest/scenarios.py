@@ -21,13 +21,13 @@ class Scenario:
     name: str
     tool: str  # "wrk" | "hey"
     # Which server it loads: "base" (Nginx of the stack or --base-url), "app" (gunicorn, --app-url), "miss" (a
-    # second app gunicorn with RESPONSE_CACHE_ENABLED=0), "noshed" (a third one, also LOAD_SHEDDING_ENABLED=0),
-    # "static" / "asgi" (the baselines started here).
+    # second app gunicorn with RESPONSE_CACHE_ENABLED=0), "miss-front" / "noshed-front" (a pass-through Nginx
+    # in front of that one, or of a third with LOAD_SHEDDING_ENABLED=0), "static" / "asgi" (the baselines).
     target: str
     summary: str
     script: str = "report.lua"
     writes: bool = False  # POSTs: the lost-write check runs after each run
-    overload: bool = False  # 5x the connections, a third of the duration
+    overload: bool = False  # 5x the connections, twice the duration
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -42,18 +42,57 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "mixed", "wrk", "base", "90% GET / 10% POST /items through Nginx (mixed.lua)", "mixed.lua", writes=True
         ),
+        # The overload benchmark (issue 6). Every one of these loads a pass-through Nginx of its own in front of
+        # an app gunicorn with the response cache off ("miss-front": load shedding on; "noshed-front": off), so
+        # every GET is a cache miss, X-Request-Start is set as in production, and the front's access log gives
+        # the latency of each status apart (servers.py, PROXY_CONF). Peaks at the normal connection count,
+        # overload at 5x for twice the duration; shedding on and off alike, in the same round.
+        Scenario("peak-get", "wrk", "miss-front", "cache-miss GET /items at the normal concurrency, shedding on"),
+        Scenario("peak-get-noshed", "wrk", "noshed-front", "the same, LOAD_SHEDDING_ENABLED=0"),
         Scenario(
             "overload",
             "wrk",
-            "miss",
-            "cache-miss GET /items straight to gunicorn at 5x the connections, load shedding on",
+            "miss-front",
+            "cache-miss GET /items at 5x the connections, load shedding on, closed loop (503s re-sent at once)",
+            overload=True,
+        ),
+        Scenario("overload-noshed", "wrk", "noshed-front", "the same, LOAD_SHEDDING_ENABLED=0", overload=True),
+        Scenario(
+            "overload-backoff",
+            "wrk",
+            "miss-front",
+            "as overload, but each connection honours Retry-After after a 503/429 (backoff.lua): clients that "
+            "back off, as real ones do",
+            "backoff.lua",
             overload=True,
         ),
         Scenario(
-            "overload-noshed",
+            "peak-post",
             "wrk",
-            "noshed",
-            "the same against a gunicorn with LOAD_SHEDDING_ENABLED=0 (and the response cache off)",
+            "miss-front",
+            "POST /items (post.lua) at the normal concurrency",
+            "post.lua",
+            writes=True,
+        ),
+        Scenario(
+            "peak-post-noshed", "wrk", "noshed-front", "the same, LOAD_SHEDDING_ENABLED=0", "post.lua", writes=True
+        ),
+        Scenario(
+            "overload-post",
+            "wrk",
+            "miss-front",
+            "POST /items at 5x the connections, shedding and backpressure on, closed loop",
+            "post.lua",
+            writes=True,
+            overload=True,
+        ),
+        Scenario(
+            "overload-post-noshed",
+            "wrk",
+            "noshed-front",
+            "the same, LOAD_SHEDDING_ENABLED=0 (POST backpressure stays on)",
+            "post.lua",
+            writes=True,
             overload=True,
         ),
         Scenario(
@@ -62,6 +101,26 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("baseline-asgi", "wrk", "asgi", "a bare ASGI app returning those bytes, same gunicorn settings"),
     )
 }
+
+# The overload table: (request kind, its peak scenario, [(overload scenario, label)]); the peak of shedding
+# off is the denominator of shedding off, so each ratio compares one server with itself.
+OVERLOAD_ROWS = [
+    (
+        "GET (cache miss)",
+        {"on": "peak-get", "off": "peak-get-noshed"},
+        [
+            ("overload", "on", "closed loop"),
+            ("overload-noshed", "off", "closed loop"),
+            ("overload-backoff", "on", "honours Retry-After"),
+        ],
+    ),
+    (
+        "POST",
+        {"on": "peak-post", "off": "peak-post-noshed"},
+        [("overload-post", "on", "closed loop"), ("overload-post-noshed", "off", "closed loop")],
+    ),
+]
+FRONT_TARGETS = {"miss-front": "miss", "noshed-front": "noshed"}  # front -> the gunicorn behind it
 
 # (numerator, denominator, what the ratio says)
 RATIOS = [
@@ -90,7 +149,8 @@ class Plan:
 
     @property
     def overload_duration_s(self) -> int:
-        return max(self.duration_s // 3, 2)
+        # Twice the duration: 30 s at the default 15 s, long enough to see memory drift and a limiter settle.
+        return self.duration_s * 2
 
     def connections_for(self, scenario: Scenario) -> int:
         return self.overload_connections if scenario.overload else self.connections

@@ -82,13 +82,23 @@ def test_hey_posts_the_design_notes_body():
     assert POST_BODY == '{"name":"x","description":"y"}'
 
 
-def test_overload_has_five_times_the_connections_for_a_third_of_the_time():
+def test_overload_has_five_times_the_connections_for_30_s_and_its_peak_the_normal_count():
     plan = cli.make_plan(cli.build_parser().parse_args(["--duration", "15", "--connections", "100"]))
 
-    argv = command_for(SCENARIOS["overload"], "http://127.0.0.1:58000/items", plan)
+    overload = command_for(SCENARIOS["overload-post"], "http://127.0.0.1:58000/items", plan)
+    peak = command_for(SCENARIOS["peak-post"], "http://127.0.0.1:58000/items", plan)
 
-    assert "-c500" in argv
-    assert "-d5s" in argv
+    assert "-c500" in overload and "-d30s" in overload
+    assert "-c100" in peak and "-d15s" in peak
+    assert overload[overload.index("-s") + 1].endswith("post.lua")
+
+
+def test_the_backoff_client_counts_like_report_lua_and_waits_as_retry_after_says():
+    text = (Path(cli.__file__).parent / "scripts" / "backoff.lua").read_text()
+
+    assert 'dofile(here .. "report.lua")' in text
+    assert "function delay()" in text
+    assert '"retry-after"' in text and "seconds * 1000" in text
 
 
 def test_mixed_and_post_scripts_share_the_report_script():

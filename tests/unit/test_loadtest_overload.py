@@ -1,0 +1,105 @@
+"""The overload benchmark's own parts: the front's access-log parser (on a recorded log), the RSS summary and
+the shedding on/off table built from them."""
+
+from pathlib import Path
+
+import pytest
+
+from loadtest.parsers import parse_proxy_log
+from loadtest.report import overload_comparison
+from loadtest.runner import rss_summary
+
+FIXTURES = Path(__file__).parent / "fixtures" / "loadtest"
+
+
+def test_the_front_access_log_gives_latency_by_status_and_splits_shed_503s_from_other_5xx():
+    log = parse_proxy_log((FIXTURES / "nginx_front_overload_post.log").read_text())
+
+    assert {status: v["count"] for status, v in log["by_status"].items()} == {
+        "202": 40,
+        "499": 5,
+        "502": 5,
+        "503": 20,
+    }
+    assert log["success"] == {
+        "count": 40,
+        "p50_ms": pytest.approx(332),
+        "p90_ms": pytest.approx(528),
+        "p99_ms": pytest.approx(698),
+    }
+    assert log["by_status"]["503"]["p50_ms"] == pytest.approx(651)
+    assert log["shed"] == 20  # every 503 of the app carries Retry-After
+    assert log["other_5xx"] == 5  # Nginx's 502s (a recycled worker reset its connections)
+    assert log["client_closed"] == 5
+    assert log["unparsed"] == 0
+
+
+def test_a_503_without_retry_after_is_not_counted_as_shed_and_odd_lines_are_counted_not_dropped():
+    text = (
+        "1795324464.702 503 0.002 0.002 503 1\n"
+        "1795324464.703 503 0.004 0.004 503 -\n"  # e.g. uvicorn's limit_concurrency: plain text, no Retry-After
+        "1795324464.704 200 0.010 0.010 200 -\n"
+        "garbage\n"
+        "1795324464.705 200 notanumber 0.010 200 -\n"
+    )
+    log = parse_proxy_log(text)
+
+    assert log["shed"] == 1
+    assert log["other_5xx"] == 1
+    assert log["by_status"]["503"] == {
+        "count": 2,
+        "p50_ms": pytest.approx(2),
+        "p90_ms": pytest.approx(4),
+        "p99_ms": pytest.approx(4),
+    }
+    assert log["success"]["count"] == 1
+    assert log["unparsed"] == 2
+
+
+def test_rss_that_stays_level_is_flat_and_rss_that_climbs_is_not():
+    mib = 1024 * 1024
+    level = rss_summary([(t, (180 + t % 2) * mib) for t in range(30)], workers_seen=2)
+    climbing = rss_summary([(t, (180 + 3 * t) * mib) for t in range(30)], workers_seen=2)
+
+    assert level["growth_pct"] < 1
+    assert level["first_mib"] == 180 and level["peak_mib"] == 181
+    assert climbing["growth_pct"] > 30
+    assert rss_summary([(0, mib)], workers_seen=1) == {"samples": 1}
+
+
+def _run(statuses: dict[str, int], success_p99: float, rejection_p50: float | None, growth: float) -> dict:
+    by_status = {"200": {"count": 1, "p50_ms": 1, "p90_ms": 1, "p99_ms": success_p99}}
+    if rejection_p50 is not None:
+        by_status["503"] = {"count": 1, "p50_ms": rejection_p50, "p90_ms": 1, "p99_ms": 1}
+    return {
+        "result": {"statuses": statuses, "duration_s": 10.0},
+        "by_status": {
+            "by_status": by_status,
+            "success": {"p99_ms": success_p99},
+            "shed": 7,
+            "other_5xx": 0,
+            "client_closed": 1,
+        },
+        "rss": {"peak_mib": 200.0, "growth_pct": growth},
+    }
+
+
+def test_each_overload_row_is_compared_with_the_peak_of_its_own_server():
+    scenarios = {
+        "peak-get": {"runs": [_run({"200": 1000}, 300, None, 0)]},
+        "peak-get-noshed": {"runs": [_run({"200": 800}, 320, None, 0)]},
+        "overload": {"runs": [_run({"200": 950, "503": 5000}, 600, 3.0, 2.0)], "statuses_total": {"200": 950}},
+        "overload-noshed": {"runs": [_run({"200": 600}, 6400, None, 25.0)], "errors_total": {"timeout": 4}},
+    }
+    on, off = overload_comparison(scenarios)
+
+    assert (on["scenario"], on["peak_scenario"], on["shedding"]) == ("overload", "peak-get", "on")
+    assert on["goodput_of_peak"] == pytest.approx(0.95)
+    assert on["p99_of_peak"] == pytest.approx(2.0)
+    assert on["median_rejection_ms"] == 3.0
+    assert on["rss_flat"] is True
+    assert off["goodput_of_peak"] == pytest.approx(0.75)  # against 80 2xx/s, its own peak, not shedding-on's
+    assert off["p99_of_peak"] == pytest.approx(20.0)
+    assert off["median_rejection_ms"] is None
+    assert off["timeouts"] == 4
+    assert off["rss_flat"] is False

@@ -1,9 +1,11 @@
 #!/bin/sh
-# For the nginx image (/docker-entrypoint.d/): renders RATELIMIT_ALLOWLIST (comma-separated CIDRs) into the geo
-# include that conf.d/items.conf reads, as deploy/stack/stack.py does natively. POSIX sh: the image may be Alpine.
+# For docker compose: renders RATELIMIT_ALLOWLIST (comma-separated CIDRs) into the geo include that
+# conf.d/items.conf reads, as deploy/stack/stack.py does natively. Writes into $NGINX_CONF_DIR (the directory of
+# the nginx.conf in use; default /etc/nginx, so it also works from the nginx image's /docker-entrypoint.d/).
+# POSIX sh: the image may be Alpine.
 set -eu
 
-out=/etc/nginx/ratelimit-allowlist.geo
+out=${NGINX_CONF_DIR:-/etc/nginx}/ratelimit-allowlist.geo
 echo "# Generated from RATELIMIT_ALLOWLIST: these clients bypass Nginx's rate limits." > "$out"
 for cidr in $(echo "${RATELIMIT_ALLOWLIST:-}" | tr ',' ' '); do
   echo "$cidr 1;" >> "$out"

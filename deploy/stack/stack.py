@@ -559,6 +559,7 @@ def template_values() -> dict[str, str]:
         "RABBITMQ_PASSWORD": MQ_PASSWORD,
         "NGINX_LISTEN": f"127.0.0.1:{port('STACK_HTTP_PORT')}",
         "NGINX_UPSTREAM": f"127.0.0.1:{port('STACK_WEB_PORT')}",
+        "NGINX_RESOLVER": "127.0.0.1",  # required syntax only: the upstream is an IP literal, never resolved
         "NGINX_CACHE_DIR": str(DATA / "nginx"),
         # The micro-cache TTL bounds how stale a reader can be (DESIGN.md §4); Nginx time syntax (1s, 500ms).
         "NGINX_MICROCACHE_TTL": os.environ.get("NGINX_MICROCACHE_TTL", "1s"),

@@ -5,6 +5,11 @@ from prometheus_client import Counter, Gauge, Histogram
 # API side (gunicorn workers; aggregated through PROMETHEUS_MULTIPROC_DIR)
 published = Counter("items_published_total", "Items published to the broker and confirmed by it.")
 publish_failed = Counter("items_publish_failed_total", "Publishes that did not get a confirm, by reason.", ["reason"])
+publish_unconfirmed = Counter(
+    "items_publish_unconfirmed_total",
+    "Failed publishes that may still have reached the queue (no confirm in time, connection lost after sending): "
+    "answered 503 with the Idempotency-Key kept bound to the item, so a retry republishes the same id.",
+)
 publish_seconds = Histogram(
     "items_publish_seconds",
     "Time from publish to the broker's confirm.",

@@ -10,7 +10,9 @@ Failure policy:
   with exponential backoff and jitter, for as long as it takes, holding the messages unacked — nothing is lost;
 - any other error isolates the batch: each message is stored alone, up to MAX_ATTEMPTS tries, and one that still
   fails (it can never be stored) is copied to the dead-letter queue with the error and acked, while the rest are
-  stored. `manage.py items_deadletters` lists, shows and replays them.
+  stored. `manage.py items_deadletters` lists, shows and replays them;
+- a failed bump of the response cache's version after a commit is retried with backoff before the acks, then
+  owed and retried on every tick (app.response_cache.bump_version): the batch is acked either way.
 """
 
 import logging
@@ -21,7 +23,7 @@ from amqp.exceptions import AMQPError
 from celery import bootsteps
 from kombu import Consumer, Message, Producer
 
-from app import metrics
+from app import metrics, response_cache
 from app.queues import dead_letter_exchange, dead_letter_queue, items_queue
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,12 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
 
     def start(self, c):
         super().start(c)
-        self.flush_timer = c.timer.call_repeatedly(FLUSH_INTERVAL_S, self.flush)
+        response_cache.owe_version_bump()  # paid on the first tick: see app.response_cache.bump_version
+        self.flush_timer = c.timer.call_repeatedly(FLUSH_INTERVAL_S, self.tick)
+
+    def tick(self) -> None:
+        self.flush()
+        response_cache.settle_version()
 
     def stop(self, c):
         # Also called when the broker connection is lost (Celery restarts its consumer steps): store what we
@@ -129,6 +136,10 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                 logger.warning("database unavailable (%s); retrying %d messages in %.2f s", exc, len(batch), wait_s)
                 time.sleep(wait_s)
                 attempt += 1
+        # items_store has bumped the cache version (or tried with backoff, then left it owed). Ack even if Redis
+        # is still down: holding the batch would stall the worker once PREFETCH messages are unacked, turning a
+        # cache outage into a write outage (queue_full), and the rows are committed. Staleness stays bounded: the
+        # owed bump is retried on every tick until Redis answers, and a restarted worker bumps at start.
         for _, message in batch:
             _ack(message)
         metrics.batch_size.observe(len(batch))

@@ -30,6 +30,15 @@ batch_size = Histogram(
     "items_batch_size", "Messages per committed insert.", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500)
 )
 store_retries = Counter("items_store_retries_total", "Batch inserts retried after a transient database error.")
+cache_version_bump_failures = Counter(
+    "items_cache_version_bump_failures_total",
+    "Failed INCRs of items:version after a commit (each try): while none succeeds, cached pages may be stale.",
+)
+cache_version_bump_owed = Gauge(
+    "items_cache_version_bump_owed",
+    "1 while the worker owes a version bump (Redis refused it): cached pages may be stale until it is paid.",
+    multiprocess_mode="max",
+)
 dead_lettered = Counter("items_dead_lettered_total", "Messages moved to the dead-letter queue, by reason.", ["reason"])
 queue_depth = Gauge(
     "items_queue_depth",

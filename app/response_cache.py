@@ -23,6 +23,8 @@ import redis.asyncio
 from django.conf import settings
 from prometheus_client import Counter
 
+from app import metrics
+
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "items:version"
@@ -95,16 +97,88 @@ def _redis() -> redis.Redis:
         return _client
 
 
-def bump_version() -> None:
-    """Called by the worker after a commit: every cached page becomes stale at once."""
+# The version bump after a commit (bump_version, called by the worker before it acks the batch). A Redis blip
+# must not leave every cached page valid for RESPONSE_CACHE_TTL_S, so a failed INCR is retried: BUMP_ATTEMPTS
+# tries, BUMP_BACKOFF_S doubling in between (at most ~0.15 s of waiting plus the tries' own REDIS_TIMEOUT_S).
+# If Redis still fails, the bump is owed: every batch tries once more (no backoff: an outage must not slow every
+# batch down) and the worker's flush tick retries every OWED_RETRY_INTERVAL_S, so pages are stale for as long as
+# the worker cannot reach Redis plus at most that interval. A worker owes one bump from its start, which covers
+# one that died owing.
+BUMP_ATTEMPTS = 3
+BUMP_BACKOFF_S = 0.05
+OWED_RETRY_INTERVAL_S = 0.5
+
+
+class _VersionBump:
+    """Whether this process owes an INCR of VERSION_KEY, and when to try it next (per process: the worker)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owed = False
+        self.next_try_at = 0.0
+        self.last_error: Exception | None = None
+
+    def incr(self) -> bool:
+        try:
+            _redis().incr(VERSION_KEY)
+        except redis.RedisError as exc:
+            metrics.cache_version_bump_failures.inc()
+            self.last_error = exc
+            return False
+        if self.owed:
+            logger.info("response cache: %s bumped again; cached pages are fresh", VERSION_KEY)
+        self.owed = False
+        metrics.cache_version_bump_owed.set(0)
+        return True
+
+    def owe(self) -> None:
+        if not self.owed:
+            logger.warning(
+                "response cache: could not bump %s (%r); cached pages may be stale until Redis answers",
+                VERSION_KEY,
+                self.last_error,
+            )
+        self.owed = True
+        self.next_try_at = time.monotonic() + OWED_RETRY_INTERVAL_S
+        metrics.cache_version_bump_owed.set(1)
+
+
+_bump = _VersionBump()
+
+
+def bump_version() -> bool:
+    """Called by the worker after a commit, before it acks: every cached page becomes stale at once.
+
+    False when Redis did not take it; the bump is then owed, and settle_version pays it as soon as it can.
+    """
     if not enabled():
-        return
-    try:
-        _redis().incr(VERSION_KEY)
-    except redis.RedisError as exc:
-        # Pages then stay stale-valid until their TTL: bounded, and Redis being down serves from the database.
-        logger.warning("response cache: could not bump %s (%r)", VERSION_KEY, exc)
+        return True
+    with _bump.lock:
+        attempts = 1 if _bump.owed else BUMP_ATTEMPTS
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(BUMP_BACKOFF_S * 2 ** (attempt - 1))
+            if _bump.incr():
+                return True
+        _bump.owe()
         results.labels(result="error").inc()
+        return False
+
+
+def settle_version() -> None:
+    """Pay an owed bump, trying at most every OWED_RETRY_INTERVAL_S; the worker calls this on every flush tick."""
+    if not enabled() or not _bump.owed or time.monotonic() < _bump.next_try_at:
+        return
+    with _bump.lock:
+        if _bump.owed and not _bump.incr():
+            _bump.next_try_at = time.monotonic() + OWED_RETRY_INTERVAL_S
+
+
+def owe_version_bump() -> None:
+    """A worker starting up owes a bump: its predecessor may have died after a commit but before its bump."""
+    if enabled():
+        with _bump.lock:
+            _bump.owed, _bump.next_try_at = True, 0.0
 
 
 def get_or_build(key: str, build: Callable[[], bytes | None], *, versioned: bool) -> tuple[str, bytes] | None:

@@ -115,14 +115,21 @@ def item_accept(*, name: str, description: str, idempotency_key: str | None = No
     created_at = dt.datetime.fromtimestamp(uuid7_ms(item_id) / 1000, tz=dt.UTC)
     try:
         backpressure_admit()  # may wait (queue filling) or raise QueueFull (over the high watermark)
-        _publish({"id": str(item_id), **fields, "created_at": _rfc3339(created_at)})
-    except PublishUnconfirmed:
+    except Exception:
         if claim:
+            idempotency_release(claim=claim)  # nothing was published
+        raise
+    try:
+        _publish({"id": str(item_id), **fields, "created_at": _rfc3339(created_at)})
+    except (QueueFull, BrokerUnavailable) as exc:
+        if claim and not isinstance(exc, PublishUnconfirmed):
+            idempotency_release(claim=claim)
+        elif claim:
             idempotency_unconfirmed(claim=claim)
         raise
     except BaseException:
         if claim:
-            idempotency_release(claim=claim)
+            idempotency_unconfirmed(claim=claim)  # an unforeseen failure: the message may have gone out
         raise
     if claim:
         idempotency_accept(claim=claim, fingerprint=fingerprint)

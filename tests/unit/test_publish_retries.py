@@ -188,3 +188,18 @@ def test_concurrent_retries_publish_once_and_all_get_the_same_id(monkeypatch):
 )
 def test_only_a_refused_connection_or_a_nack_proves_nothing_was_sent(failures, nothing_sent):
     assert services._nothing_sent(failures) is nothing_sent
+
+
+def test_an_unforeseen_publish_failure_keeps_the_key_bound(monkeypatch):
+    calls = []
+
+    def publish(payload):
+        calls.append(payload)
+        if len(calls) == 1:
+            raise RuntimeError("a bug after the frames went out")
+
+    monkeypatch.setattr(services, "_publish", publish)
+    with pytest.raises(RuntimeError):
+        services.item_accept(**BODY, idempotency_key="k")
+    assert services.item_accept(**BODY, idempotency_key="k") == services.uuid.UUID(calls[0]["id"])
+    assert calls[0] == calls[1]

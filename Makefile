@@ -7,7 +7,7 @@ PORT   ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration lint format system-deps stack stack-down stack-status \
-	loadtest loadtest-smoke loadtest-writes
+	loadtest loadtest-smoke loadtest-writes compose-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,9 +36,10 @@ test-unit: install ## unit tests only (embedded default, seconds)
 test-integration: install ## integration tests only (start the native stack on free ports)
 	$(BIN)/pytest tests/integration
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, hadolint on the Dockerfiles
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile.web Dockerfile.worker deploy/pgbouncer/Dockerfile
 
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -69,3 +70,6 @@ loadtest-writes: install ## 60 s of sustained POSTs: accepted/s, stored rows/s, 
 
 loadtest-smoke: install $(VENV)/.loadtest-installed ## every load scenario once, short (< 3 min)
 	$(BIN)/python -m loadtest --start-stack --smoke $(LOADTEST_ARGS)
+
+compose-test: install ## build and run the docker compose stack for real (root, Debian; ~6 min): see README, Docker Compose
+	deploy/compose/ci/compose-test.sh

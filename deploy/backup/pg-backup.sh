@@ -2,10 +2,16 @@
 # One backup of the items database: pg_dump as plain SQL, gzipped, named by UTC time, written to a temp file
 # and renamed only when complete (a half-written backup never looks like a good one). Then deletes backups
 # older than BACKUP_RETENTION_DAYS. Connection from the standard libpq variables (PGHOST, PGPORT, PGUSER,
-# PGPASSWORD, PGDATABASE), so the same script serves the native stack and docker compose.
+# PGPASSWORD or PGPASSWORD_FILE, PGDATABASE), so the same script serves the native stack and docker compose.
 #   BACKUP_DIR             where backups go (default ./backups)
 #   BACKUP_RETENTION_DAYS  keep this many days of backups (default 7; 0 keeps everything)
 set -euo pipefail
+
+# Under docker compose the password may live in the generated secrets volume rather than in the environment.
+if [[ -z ${PGPASSWORD:-} && -n ${PGPASSWORD_FILE:-} ]]; then
+  PGPASSWORD=$(< "$PGPASSWORD_FILE")
+  export PGPASSWORD
+fi
 
 dir=${BACKUP_DIR:-./backups}
 retention=${BACKUP_RETENTION_DAYS:-7}

@@ -71,13 +71,14 @@ class Compose:
         return json.loads(out) if out.lstrip().startswith("[") else [json.loads(line) for line in out.splitlines()]
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str | Callable[[], str]) -> object:
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
+            what = what() if callable(what) else what
             pytest.fail(f"timed out after {timeout_s} s waiting for {what} (last: {value!r})")
         time.sleep(0.5)
 
@@ -147,6 +148,24 @@ def test_secrets_were_generated_and_production_checks_pass(compose):
         "ERROR",
     )
     assert "items.E0" not in check.stdout + check.stderr
+
+
+def test_prometheus_scrapes_every_target(compose):
+    # Prometheus is not published; ask it from inside the network (the web image has Python).
+    query = (
+        "import json, urllib.request as u;"
+        "targets = json.load(u.urlopen('http://prometheus:9090/api/v1/targets', timeout=5))['data']['activeTargets'];"
+        "print(json.dumps({t['labels']['job']: t['health'] for t in targets}))"
+    )
+
+    seen: list[dict] = [{}]
+
+    def all_up() -> dict | None:
+        seen[0] = json.loads(compose("exec", "-T", "web", "python", "-c", query).stdout)
+        return seen[0] if seen[0] and set(seen[0].values()) == {"up"} else None
+
+    health = wait_until(all_up, 60, lambda: f"every Prometheus target to be up (seen: {seen[0]})")
+    assert set(health) == {"items-web", "items-worker", "rabbitmq", "redis", "postgres"}
 
 
 def test_scaled_web_replicas_all_get_traffic(compose):

@@ -169,7 +169,13 @@ def test_prometheus_scrapes_every_target(compose):
 
 
 def test_scaled_web_replicas_all_get_traffic(compose):
-    compose("up", "--detach", "--wait", "--no-recreate", "--scale", "web=2", timeout_s=UP_TIMEOUT_S)
+    compose(
+        "up", "--detach", "--wait", "--no-recreate", "--scale", "web=2", "--scale", "worker=2", timeout_s=UP_TIMEOUT_S
+    )
+    replicas = [s for s in compose.services() if s["Service"] in ("web", "worker")]
+    assert (
+        sorted((s["Service"], s["Health"]) for s in replicas) == [("web", "healthy")] * 2 + [("worker", "healthy")] * 2
+    )
     marker = uuid.uuid4().hex
 
     def both_replicas_serving() -> set[str] | None:

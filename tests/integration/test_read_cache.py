@@ -95,7 +95,9 @@ def test_nginx_reports_miss_then_hit_then_stale_or_updating(stack):
     assert httpx.get(url).headers["x-cache-status"] == "MISS"
     assert httpx.get(url).headers["x-cache-status"] == "HIT"
     time.sleep(2.1)  # past the 1 s TTL whatever the rounding to whole seconds (see above)
-    assert httpx.get(url).headers["x-cache-status"] in {"STALE", "UPDATING", "EXPIRED"}
+    # Expired: served stale while refreshed, or refetched. MISS too: an entry unread for 1 s may already have been
+    # dropped by the cache manager (inactive=1s, deploy/nginx), which is what bounds staleness after a quiet spell.
+    assert httpx.get(url).headers["x-cache-status"] in {"STALE", "UPDATING", "EXPIRED", "MISS"}
     assert httpx.post(f"{stack.base_url}/items", json={"name": "not cached"}).headers.get("x-cache-status") is None
 
 

@@ -40,13 +40,13 @@ class ItemsUvicornWorker(UvicornWorker):
 worker_class = ItemsUvicornWorker
 
 # --- Lifetimes and timeouts ----------------------------------------------------------------------------------
-# Recycle a worker after ~100k requests to bound slow leaks; the jitter keeps workers from restarting together.
+# Recycle a worker after ~1M requests to bound slow leaks; the jitter keeps workers from restarting together.
 # uvicorn counts every request, the shedder's 503s too: under overload a worker rejects thousands per second,
-# and at 10k it was recycled every few seconds, exactly when a worker boot (a core-second of imports) and the
-# reset of its connections (Nginx 502s) hurt most. Measured by `make loadtest` (overload: 4 recycles and 26
-# 502s in 20 s at 10k).
-max_requests = 100_000
-max_requests_jitter = 10_000
+# and at 10k (and still at 100k) it was recycled within seconds of an overload, exactly when a worker boot (a
+# core-second of imports) and the reset of its kept-alive connections (Nginx 502s) hurt most. `make loadtest`
+# measures the workers' RSS through 30 s of 5x overload: flat, so recycling less often lets nothing grow.
+max_requests = 1_000_000
+max_requests_jitter = 100_000
 # Seconds a worker may miss its heartbeat before the master kills it (a blocked event loop).
 timeout = 30
 # Seconds in-flight requests get to finish on SIGTERM/reload before workers are killed; stack.py waits longer.

@@ -92,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL itself (or sqlite:///path), for the lost-write check (default: the native "
         "stack's DATABASE_DIRECT_URL, STACK_PG_PORT)",
     )
+    parser.add_argument(
+        "--app-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the gunicorns the tool starts (get-app-miss, peak-*, overload-*), e.g. "
+        "SHED_LIMIT_MIN=150 to try a shedding setting against the same run's shedding-off figures; repeatable",
+    )
+    parser.add_argument(
+        "--front-limit-conn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="experiment: the shedding-on front Nginx answers 503 itself past N requests in progress "
+        "(limit_conn), before Python sees them (default 0: off)",
+    )
     parser.add_argument("--smoke", action="store_true", help="every scenario once, short: the whole run < 3 min")
     parser.add_argument("--out", type=Path, help="output dir (default loadtest/results/<UTC timestamp>/)")
     parser.add_argument(
@@ -284,6 +300,11 @@ def execute(
     urls = {"base": base_url}
     skipped: dict[str, str] = {}
     fronts: dict[str, tuple[Path, int]] = {}
+    app_env = dict(item.split("=", 1) for item in args.app_env if "=" in item)
+    if app_env:
+        notes.append("extra environment of the gunicorns started here (--app-env): " + ", ".join(args.app_env))
+    if args.front_limit_conn:
+        notes.append(f"--front-limit-conn {args.front_limit_conn}: the shedding-on front Nginx sheds past that many")
     if app_url:
         _get_items(app_url, "--app-url")
         urls["app"] = app_url
@@ -348,7 +369,7 @@ def execute(
                         "project.asgi:application",
                         base_env=gunicorn_base_env,
                         work_dir=out_dir / "app-miss",
-                        extra_env={"RESPONSE_CACHE_ENABLED": "0"},
+                        extra_env={"RESPONSE_CACHE_ENABLED": "0", **app_env},
                         ready_path="/healthz",
                     )
                 )
@@ -366,7 +387,7 @@ def execute(
                         "project.asgi:application",
                         base_env=gunicorn_base_env,
                         work_dir=out_dir / "app-noshed",
-                        extra_env={"RESPONSE_CACHE_ENABLED": "0", "LOAD_SHEDDING_ENABLED": "0"},
+                        extra_env={**app_env, "RESPONSE_CACHE_ENABLED": "0", "LOAD_SHEDDING_ENABLED": "0"},
                         ready_path="/healthz",
                     )
                 )
@@ -375,7 +396,8 @@ def execute(
             if behind in urls and any(SCENARIOS[n].target == front for n in wanted if n not in skipped):
                 progress.update(f"starting the overload front Nginx ({front})")
                 gunicorn = next(server for server in servers if server.url == urls[behind])
-                servers.append(start_proxy_nginx(f"front nginx, {behind}", out_dir / front, gunicorn.port))
+                limit_conn = args.front_limit_conn if behind == "miss" else 0
+                servers.append(start_proxy_nginx(f"front nginx, {behind}", out_dir / front, gunicorn.port, limit_conn))
                 urls[front] = servers[-1].url
                 fronts[front] = (out_dir / front / "access.log", gunicorn.proc.pid)
     except RuntimeError as exc:

@@ -238,11 +238,11 @@ def _percentile(sorted_values: list[float], pct: float) -> float | None:
 def parse_proxy_log(text: str) -> dict:
     """The access log of the overload front (loadtest/servers.py PROXY_LOG_FORMAT), one line per request:
 
-        $msec $status $request_time $upstream_response_time $upstream_status $upstream_http_retry_after
+        $msec $status $request_time $upstream_response_time $upstream_status $sent_http_retry_after
 
     Returns per status (and for every 2xx together, `success`) the count and p50/p90/p99 of $request_time
     in ms (what the client waited, from Nginx reading the request to sending the answer), plus `shed`: the
-    503s the app sent with Retry-After (its load shedder or its POST backpressure), `other_5xx`: every other
+    503s sent with Retry-After (the app's shedder or POST backpressure, or the front's limit), `other_5xx`: every other
     5xx, Nginx's own 502/504 included, and `client_closed`: Nginx's 499, requests the client gave up on
     (wrk's timeout, or still in flight when wrk stopped).
     Lines that do not fit the format are counted in `unparsed`, never silently dropped.

@@ -160,7 +160,7 @@ def start_static_nginx(work_dir: Path, body: bytes) -> Server:
 # 503s; a generator of our own in Python would spend more of the 2 shared cores than the server it measures.
 # Nginx is what stands in front of gunicorn in production anyway, and its X-Request-Start makes the shedder's
 # queue-time budget part of the measurement. Unbuffered: every run's lines are on disk when wrk exits.
-PROXY_LOG_FORMAT = "$msec $status $request_time $upstream_response_time $upstream_status $upstream_http_retry_after"
+PROXY_LOG_FORMAT = "$msec $status $request_time $upstream_response_time $upstream_status $sent_http_retry_after"
 PROXY_CONF = """\
 # Overload front: Nginx proxying to one app gunicorn, no micro-cache, no rate limits. Rendered by loadtest.
 daemon off;
@@ -188,8 +188,16 @@ http {{
         keepalive_timeout 60s;
         keepalive_requests 10000;
     }}
+    {limit_conn_zone}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        server_name front;  # the key of limit_conn below: an empty key would not be counted
+        {limit_conn}
+        location @overloaded {{
+            default_type application/json;
+            add_header Retry-After 1 always;
+            return 503 '{{"error":"overloaded","detail":"Too many requests in flight; retry later."}}';
+        }}
         location / {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -215,16 +223,33 @@ def _nginx_binary() -> str:
     return nginx
 
 
-def start_proxy_nginx(name: str, work_dir: Path, upstream_port: int) -> Server:
-    """A pass-through Nginx on a free port in front of 127.0.0.1:upstream_port; access log: work_dir/access.log."""
+# An experiment (--front-limit-conn): Nginx itself answers 503 + Retry-After past N requests in progress, before
+# anything reaches Python. A fixed number, unlike the app's adaptive limit.
+LIMIT_CONN_ZONE = "limit_conn_zone $server_name zone=inflight:1m;"
+LIMIT_CONN = "limit_conn inflight {n}; limit_conn_status 503; limit_conn_log_level info; error_page 503 = @overloaded;"
+
+
+def render_proxy_conf(work_dir: Path, *, port: int, upstream_port: int, limit_conn: int = 0) -> str:
+    """The front's nginx.conf (pure: tests render it without starting anything)."""
+    return PROXY_CONF.format(
+        dir=work_dir,
+        port=port,
+        upstream_port=upstream_port,
+        log_format=PROXY_LOG_FORMAT,
+        limit_conn_zone=LIMIT_CONN_ZONE if limit_conn else "",
+        limit_conn=LIMIT_CONN.format(n=limit_conn) if limit_conn else "",
+    )
+
+
+def start_proxy_nginx(name: str, work_dir: Path, upstream_port: int, limit_conn: int = 0) -> Server:
+    """A pass-through Nginx on a free port in front of 127.0.0.1:upstream_port; access log: work_dir/access.log.
+    limit_conn > 0: Nginx answers 503 overloaded itself past that many requests in progress."""
     nginx = _nginx_binary()
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "tmp").mkdir(exist_ok=True)
     port = free_port()
     conf = work_dir / "nginx.conf"
-    conf.write_text(
-        PROXY_CONF.format(dir=work_dir, port=port, upstream_port=upstream_port, log_format=PROXY_LOG_FORMAT)
-    )
+    conf.write_text(render_proxy_conf(work_dir, port=port, upstream_port=upstream_port, limit_conn=limit_conn))
     argv = [nginx, "-p", f"{work_dir}/", "-c", str(conf), "-e", str(work_dir / "error.log")]
     log = work_dir / "nginx.out"
     server = Server(name, _spawn(name, argv, dict(os.environ), log), port, argv, log)

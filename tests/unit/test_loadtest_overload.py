@@ -1,13 +1,16 @@
 """The overload benchmark's own parts: the front's access-log parser (on a recorded log), the RSS summary and
 the shedding on/off table built from them."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from loadtest.parsers import parse_proxy_log
+from loadtest.parsers import parse_proxy_log, parse_report_line
 from loadtest.report import overload_comparison
 from loadtest.runner import rss_summary
+from loadtest.servers import PROXY_LOG_FORMAT, render_proxy_conf
 
 FIXTURES = Path(__file__).parent / "fixtures" / "loadtest"
 
@@ -103,3 +106,68 @@ def test_each_overload_row_is_compared_with_the_peak_of_its_own_server():
     assert off["median_rejection_ms"] is None
     assert off["timeouts"] == 4
     assert off["rss_flat"] is False
+
+
+@pytest.mark.parametrize("limit_conn", [0, 200])
+def test_the_front_config_logs_what_the_parser_reads_and_sheds_at_nginx_only_when_asked(tmp_path, limit_conn):
+    conf = render_proxy_conf(tmp_path, port=18080, upstream_port=18000, limit_conn=limit_conn)
+
+    assert f"log_format loadtest '{PROXY_LOG_FORMAT}'" in conf
+    assert 'proxy_set_header X-Request-Start "t=${msec}"' in conf  # the shedder's queue-time budget applies
+    assert "proxy_cache" not in conf and "limit_req" not in conf  # every GET reaches the app
+    assert ("limit_conn inflight 200;" in conf) is bool(limit_conn)
+    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin")
+    if nginx:  # the rendered file is one Nginx accepts (the tool would fail at start otherwise)
+        (tmp_path / "tmp").mkdir()
+        (tmp_path / "nginx.conf").write_text(conf)
+        checked = subprocess.run(
+            [nginx, "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "e.log")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_the_backoff_client_waits_as_long_as_retry_after_says_where_plain_wrk_re_sends_at_once(tmp_path):
+    wrk = shutil.which("wrk")
+    if not wrk:
+        pytest.skip("wrk not installed (make system-deps)")
+    import http.server
+    import threading
+
+    class AlwaysOverloaded(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b'{"error":"overloaded"}'
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AlwaysOverloaded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/items"
+    scripts = Path(__file__).parents[2] / "loadtest" / "scripts"
+    try:
+        counts = {}
+        for script in ("report.lua", "backoff.lua"):
+            out = subprocess.run(
+                [wrk, "-t1", "-c2", "-d2s", "-s", str(scripts / script), url],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
+            counts[script] = parse_report_line(out)["statuses"]["503"]
+    finally:
+        server.shutdown()
+
+    # 2 connections told to wait 1 s: about 2 answers each in 2 s; without the wait, as many as the server manages.
+    assert counts["backoff.lua"] <= 6
+    assert counts["report.lua"] > 50

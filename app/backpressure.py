@@ -41,29 +41,44 @@ def admission_delay_s(depth: int | None, *, low: int, high: int, max_delay_s: fl
 
 
 class DepthSampler:
-    """The latest queue depth, refreshed by at most one thread at a time and at most every interval_s."""
+    """The latest queue depth, refreshed by at most one read at a time and at most every interval_s.
+
+    The read runs in a thread of its own, and the request that found the sample stale waits for it at most
+    max_wait_s: a broker that accepts the connection but never answers (a hung node, a suspended queue leader)
+    must not hold that POST for the whole AMQP timeout. Until the read returns, requests use the last depth."""
 
     def __init__(
-        self, read_depth: Callable[[], int], *, interval_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        read_depth: Callable[[], int],
+        *,
+        interval_s: float,
+        max_wait_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.read_depth, self.interval_s, self.clock = read_depth, interval_s, clock
+        self.read_depth, self.interval_s, self.max_wait_s, self.clock = read_depth, interval_s, max_wait_s, clock
         self.depth: int | None = None
         self._next_at = 0.0
         self._refreshing = threading.Lock()
 
     def current(self) -> int | None:
         if self.clock() >= self._next_at and self._refreshing.acquire(blocking=False):
-            try:
-                self._next_at = self.clock() + self.interval_s
-                self.depth = self.read_depth()
-                metrics.queue_depth.set(self.depth)
-            except Exception as exc:  # any failure to read: unknown depth, retry after a back-off
-                logger.warning("queue depth sample failed: %r", exc)
-                self.depth = None
-                self._next_at = self.clock() + FAILED_SAMPLE_BACKOFF_S
-            finally:
-                self._refreshing.release()
+            self._next_at = self.clock() + self.interval_s
+            done = threading.Event()
+            threading.Thread(target=self._refresh, args=(done,), name="queue-depth-sample", daemon=True).start()
+            done.wait(self.max_wait_s)
         return self.depth
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            self.depth = self.read_depth()
+            metrics.queue_depth.set(self.depth)
+        except Exception as exc:  # any failure to read: unknown depth, retry after a back-off
+            logger.warning("queue depth sample failed: %r", exc)
+            self.depth = None
+            self._next_at = self.clock() + FAILED_SAMPLE_BACKOFF_S
+        finally:
+            self._refreshing.release()
+            done.set()
 
 
 class BrokerDepth:

@@ -1,5 +1,8 @@
 """Backpressure on POST from the items queue's depth: the delay curve, sampling, and what a client sees."""
 
+import threading
+import time
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -55,6 +58,29 @@ def test_a_failed_sample_admits_and_is_retried_after_a_back_off():
     clock.now += 0.2
     assert sampler.current() is None  # still backing off
     clock.now += backpressure.FAILED_SAMPLE_BACKOFF_S
+    assert sampler.current() == 7
+
+
+def test_a_hung_broker_holds_a_post_at_most_max_wait_and_is_not_asked_twice_meanwhile():
+    answer, calls = threading.Event(), []
+
+    def hung_read() -> int:
+        calls.append(1)
+        answer.wait(5)
+        return 7
+
+    clock = FakeClock()
+    sampler = DepthSampler(hung_read, interval_s=0.1, max_wait_s=0.05, clock=clock)
+    started = time.monotonic()
+    assert sampler.current() is None  # no depth yet: admitted
+    assert time.monotonic() - started < 1.0
+    clock.now = 1.0
+    assert sampler.current() is None and calls == [1]  # the read in flight is not started again
+    answer.set()
+    for _ in range(100):
+        if sampler.depth == 7:
+            break
+        time.sleep(0.01)
     assert sampler.current() == 7
 
 

@@ -22,7 +22,8 @@ from loadtest.stack import REPO, Stack, find_stack, redact, stack_is_up, start_s
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "noshed", *FRONT_TARGETS)}
-# Full run: 8 scenarios x 3 runs x 15 s + the sweep + POST drains fit the 15-minute budget on 2 cores.
+# Full run: every scenario x 3 runs x 15 s (overload* 30 s) + the sweep + POST drains. The 8 scenarios before
+# the overload benchmark took < 15 min on 2 cores; its 9 add ~12 min (measured alone, 3 rounds).
 FULL = {"runs": 3, "duration": 15, "post_requests": 3000, "warmup": 2, "sweep_duration": 5, "sweep_runs": 3}
 # Smoke: every scenario once, short; the whole run (stack start included) stays under 3 minutes.
 SMOKE = {"runs": 1, "duration": 3, "post_requests": 300, "warmup": 1, "sweep_duration": 2, "sweep_runs": 1}

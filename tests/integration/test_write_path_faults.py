@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 
 import httpx
 import pytest
@@ -91,7 +92,12 @@ def test_every_accepted_post_is_stored_once_while_the_worker_is_sigkilled_twice(
     old_pid = stack.pid("celery")
     answers = _post_with_kills(stack, "kill-worker", "celery", kills=2)
 
-    assert [a.status for a in answers].count(202) == TOTAL, {a.status for a in answers}
+    # A dead worker must not cost the API an answer. The one refusal allowed is the load shedder's: the killed
+    # worker's restart takes a core for seconds, and a POST that waited past SHED_MAX_QUEUE_TIME_MS in front of
+    # the app is turned away (503 overloaded, Retry-After) before anything is published. Bounded, and counted.
+    refused = Counter((a.status, a.error) for a in answers if a.status != 202)
+    assert set(refused) <= {(503, "overloaded")}, f"answers other than 202: {refused}"
+    assert sum(refused.values()) <= TOTAL // 100, f"more than 1% shed: {refused}"
     _assert_exactly_once(stack, "kill-worker", answers)
     assert stack.pid("celery") != old_pid, "the worker was not really killed and restarted"
 

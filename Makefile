@@ -71,5 +71,5 @@ loadtest-writes: install ## 60 s of sustained POSTs: accepted/s, stored rows/s, 
 loadtest-smoke: install $(VENV)/.loadtest-installed ## every load scenario once, short (< 3 min)
 	$(BIN)/python -m loadtest --start-stack --smoke $(LOADTEST_ARGS)
 
-compose-test: install ## build and run the docker compose stack for real (root, Debian; ~6 min): see README, Docker Compose
+compose-test: install ## build and run the docker compose stack for real (root, Debian; ~4 min): see README, Docker Compose
 	deploy/compose/ci/compose-test.sh

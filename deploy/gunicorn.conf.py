@@ -14,8 +14,9 @@ from uvicorn_worker import UvicornWorker
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Async workers: one event loop per core saturates the CPU; the 2*cores+1 rule is for blocking sync workers.
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
-# Overload is answered by the app's load shedder (project/middleware/load_shedding.py: 503 `overloaded` with
-# the envelope and Retry-After, in well under a millisecond), not by the layers below it:
+# Overload is answered by the app's load shedder (project/middleware/load_shedding.py: a few requests running per
+# worker, a time-bounded queue on the event loop, 503 `overloaded` with the envelope and Retry-After for the
+# rest), not by the layers below it:
 # - backlog: connections the kernel queues while every worker is busy (capped by net.core.somaxconn, 4096 on
 #   Debian 12). Generous on purpose: a full backlog means refused connections, which Nginx turns into 502s and
 #   a direct client into resets. Time spent waiting there is not lost on us: Nginx stamps X-Request-Start
@@ -23,9 +24,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
 #   SHED_MAX_QUEUE_TIME_MS.
 # - uvicorn's limit_concurrency (connections + tasks per worker) answers a plain-text 503 without envelope or
 #   Retry-After, and counts Nginx's idle keepalive connections too: set low, it would shed healthy traffic in
-#   place of our shedder. It is kept only as a memory guard, far above the shedder's ceiling
-#   (SHED_LIMIT_MAX = 1000 in flight) plus Nginx's keepalive pool (64 per Nginx worker), so in practice it
-#   never fires before the shedder does (UVICORN_LIMIT_CONCURRENCY; 0 = unlimited).
+#   place of our shedder. It is kept only as a memory guard, far above what the shedder holds per worker (at
+#   most SHED_LIMIT_MAX = 64 running, a queue bounded by SHED_MAX_QUEUE_TIME_MS, ~150 at 1 s on 2 cores, and
+#   503s held back by SHED_REJECTIONS_PER_S) plus Nginx's keepalive pool (64 per Nginx worker), so in practice
+#   it never fires before the shedder does (UVICORN_LIMIT_CONCURRENCY; 0 = unlimited).
 backlog = 2048
 _limit_concurrency = int(os.environ.get("UVICORN_LIMIT_CONCURRENCY") or 2000)
 

@@ -1,20 +1,33 @@
-"""Sheds load before it queues: 503 `overloaded` when this process already has too many requests in flight, or
-when a request has already waited longer than a budget in front of the app.
+"""Sheds load before it queues: 503 `overloaded` when a request would wait too long for its turn, or already
+has waited too long in front of the app.
+
+Two stages, per process:
+- a limit on the requests *running* in Django at once. Under ASGI every running request holds a thread of its
+  own (Django runs each request's sync code in a thread sensitive context, i.e. a new thread per request), and
+  all of them contend for one GIL with the event loop. Measured on 2 cores: with ~100 running per worker, the
+  loop waited ~50 ms for the GIL, so even a rejection took 40-60 ms, and each rejection cost ~300 us of CPU.
+  A handful running per worker keeps the CPU as busy and answers both the admitted and the rejected faster.
+  The limit adapts to the service time (a gradient limiter in the spirit of Netflix concurrency-limits and
+  Envoy's adaptive concurrency): see GradientLimiter.
+- a FIFO of requests waiting for a slot, on the event loop (a future each: no thread, no Django). A request
+  joins it only if its predicted wait (queue position x mean service time / limit, plus the time it already
+  spent between Nginx and us, from `X-Request-Start`) fits in SHED_MAX_QUEUE_TIME_MS; otherwise it is answered
+  at once. One that waits past the budget anyway is answered then.
 
 It wraps Django's ASGI (and WSGI) application rather than sitting in MIDDLEWARE: under ASGI a 503 from Django
-middleware still pays Django's request cycle (request signals and response close go through sync_to_async),
-and measured under 5x overload those "cheap" rejections took ~0.7 s each and ate the CPU the admitted requests
-needed, so goodput fell below no shedding at all. In front of Django a rejection is two sends on the loop.
+middleware still pays Django's request cycle (a thread, request signals through sync_to_async). In front of
+Django a rejection is two sends on the loop. /healthz, /readyz and /metrics are never shed or queued.
 
-Limits are per process: every gunicorn worker has its own in-flight count and its own adaptive limit, so the
-host admits about WEB_CONCURRENCY times the limit shown for one worker. The in-flight limit adapts to observed
-latency (a gradient limiter in the spirit of Netflix concurrency-limits and Envoy's adaptive concurrency): see
-GradientLimiter. /healthz, /readyz and /metrics are never shed.
+Limits are per process: every gunicorn worker has its own queue and its own adaptive limit, so the host runs
+about WEB_CONCURRENCY times the limit shown for one worker. The WSGI wrapper has no queue (a waiting thread is
+the very cost the queue avoids): over the limit it sheds.
 """
 
+import asyncio
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
 
@@ -28,13 +41,23 @@ NEVER_SHED = frozenset({"/healthz", "/healthz/", "/readyz", "/readyz/", "/metric
 # Gauges are summed over live workers: the host-wide in-flight count and admitted concurrency.
 inflight_gauge = Gauge(
     "items_shed_inflight",
-    "Requests in flight past the load shedder (summed over workers).",
+    "Requests running past the load shedder (summed over workers).",
+    multiprocess_mode="livesum",
+)
+queued_gauge = Gauge(
+    "items_shed_queued",
+    "Requests waiting in the load shedder's queue for a slot (summed over workers).",
     multiprocess_mode="livesum",
 )
 limit_gauge = Gauge(
-    "items_shed_limit", "Current adaptive in-flight limit (summed over workers).", multiprocess_mode="livesum"
+    "items_shed_limit",
+    "Current adaptive limit of running requests (summed over workers).",
+    multiprocess_mode="livesum",
 )
 shed_total = Counter("items_shed_total", "Requests answered 503 overloaded by the load shedder, by reason.", ["reason"])
+paced_total = Counter(
+    "items_shed_paced_total", "Shed requests whose 503 was held back because rejections ran over SHED_REJECTIONS_PER_S."
+)
 
 # Tunables of the limiter (trade-offs in GradientLimiter's docstring).
 SAMPLE_WINDOW_S = 0.1  # how often the limit is recomputed: shorter reacts faster, longer is less noisy
@@ -42,6 +65,8 @@ SAMPLE_MIN_COUNT = 10  # completions a window needs before it counts: a few fast
 SMOOTHING = 0.2  # share of the newly computed limit taken per window (EWMA): one odd window cannot halve it
 MIN_GRADIENT = 0.5  # the limit shrinks by at most half per window, however bad the window looked
 BASELINE_REFRESH_S = 30.0  # min-RTT baseline is re-measured this often, from lightly loaded windows only
+REJECTION_BURST_S = 0.1  # rejections answered at once beyond the pace: this many seconds' worth of the rate
+SERVICE_SMOOTHING = 0.05  # weight of one completion in the mean service time that predicts a queued wait
 
 # Time other code asked to leave out of the latency sample (e.g. the deliberate backpressure delay on POST):
 # a mutable holder set per request, so a thread that runs the view (sync_to_async copies the context) adds
@@ -86,6 +111,7 @@ class GradientLimiter:
         self.limit = float(min(max(initial, minimum), maximum))
         self.inflight = 0
         self.min_rtt_s: float | None = None
+        self.service_s: float | None = None  # mean service time (EWMA over completions)
         self._lock = threading.Lock()
         now = clock()
         self._window_start, self._window_sum_s, self._window_count, self._window_peak = now, 0.0, 0, 0
@@ -103,6 +129,10 @@ class GradientLimiter:
         """Count one completion; returns True when the limit was recomputed."""
         with self._lock:
             self.inflight -= 1
+            if self.service_s is None:
+                self.service_s = latency_s
+            else:
+                self.service_s += SERVICE_SMOOTHING * (latency_s - self.service_s)
             self._window_sum_s += latency_s
             self._window_count += 1
             now = self.clock()
@@ -112,6 +142,11 @@ class GradientLimiter:
             self._window_start, self._window_sum_s, self._window_count = now, 0.0, 0
             self._window_peak = self.inflight
             return True
+
+    def abandon(self) -> None:
+        """Give back a slot that never served (its waiter went away): no latency sample."""
+        with self._lock:
+            self.inflight -= 1
 
     def _update(self, sample_s: float, now: float) -> None:
         if self._window_peak <= self.minimum:
@@ -162,23 +197,44 @@ class LoadShedder:
         limit_gauge.set(int(self.limiter.limit))
         rejection = envelope_response(Overloaded())
         self.rejection_body: bytes = rejection.content
+        self.retry_after_s = int(rejection["Retry-After"])
         self.rejection_headers = [
             ("Content-Type", rejection["Content-Type"]),
             ("Retry-After", rejection["Retry-After"]),
             ("Content-Length", str(len(rejection.content))),
         ]
 
+    def waited_s(self, x_request_start: str | None) -> float:
+        """Seconds this request already spent between Nginx and us (0 without a usable header)."""
+        waited = queue_time_s(x_request_start, time.time())
+        return waited if waited is not None and waited > 0 else 0.0
+
+    def predicted_wait_s(self, position: int) -> float:
+        """How long the request `position` places back in the queue should wait for a slot."""
+        service_s = self.limiter.service_s
+        if service_s is None:
+            return 0.0  # nothing measured yet: the queue's own timeout still bounds the wait
+        return position * service_s / max(int(self.limiter.limit), 1)
+
+    def try_start(self) -> bool:
+        """Take a slot if one is free; the caller must call `done` (or `abandon`) for it."""
+        if self.limiter.try_acquire():
+            inflight_gauge.inc()
+            return True
+        return False
+
+    def shed(self, reason: str) -> None:
+        shed_total.labels(reason=reason).inc()
+
     def shed_reason(self, x_request_start: str | None) -> str | None:
-        """None admits the request and counts it in flight (the caller must call `done`); else the reason."""
-        waited_s = queue_time_s(x_request_start, time.time())
-        if waited_s is not None and waited_s > self.max_queue_time_s:
+        """No queue (the WSGI path): None admits the request (the caller must call `done`); else the reason."""
+        if self.waited_s(x_request_start) > self.max_queue_time_s:
             reason = "queue_time"
-        elif not self.limiter.try_acquire():
+        elif not self.try_start():
             reason = "concurrency"
         else:
-            inflight_gauge.inc()
             return None
-        shed_total.labels(reason=reason).inc()
+        self.shed(reason)
         return reason
 
     def done(self, started: float, excluded: list[float]) -> None:
@@ -186,20 +242,33 @@ class LoadShedder:
         if self.limiter.release(max(0.0, time.perf_counter() - started - sum(excluded))):
             limit_gauge.set(int(self.limiter.limit))
 
+    def abandon(self) -> None:
+        inflight_gauge.dec()
+        self.limiter.abandon()
+
 
 class ASGILoadShedding:
-    """Wraps Django's ASGI application (project/asgi.py): a 503 costs microseconds on the event loop."""
+    """Wraps Django's ASGI application (project/asgi.py): admits, queues on the loop, or answers 503 at once."""
 
     def __init__(self, app, shedder: LoadShedder | None = None) -> None:
         self.app = app
         self.shedder = shedder or LoadShedder()
         self.rejection_headers = [(k.lower().encode(), v.encode()) for k, v in self.shedder.rejection_headers]
+        # Futures of the requests waiting for a slot, oldest first; each resolves True (slot taken for it) or
+        # False (its wait ran out). Only the event loop's thread touches it.
+        self.waiting: deque[asyncio.Future] = deque()
+        self.pacer = RejectionPacer(settings.SHED_REJECTIONS_PER_S, max_delay_s=float(self.shedder.retry_after_s))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in NEVER_SHED:
             return await self.app(scope, receive, send)
         start_header = next((v for k, v in scope["headers"] if k == b"x-request-start"), None)
-        if self.shedder.shed_reason(start_header.decode("latin-1") if start_header else None):
+        reason = await self.admit(self.shedder.waited_s(start_header.decode("latin-1") if start_header else None))
+        if reason:
+            self.shedder.shed(reason)
+            if delay_s := self.pacer.delay_s(time.monotonic()):
+                paced_total.inc()
+                await asyncio.sleep(delay_s)
             await send({"type": "http.response.start", "status": 503, "headers": self.rejection_headers})
             await send({"type": "http.response.body", "body": self.shedder.rejection_body})
             return None
@@ -210,6 +279,78 @@ class ASGILoadShedding:
         finally:
             _excluded_s.reset(token)
             self.shedder.done(started, excluded)
+            self.hand_over_slots()
+
+    async def admit(self, waited_s: float) -> str | None:
+        """None once a slot is held; else why the request is shed."""
+        budget_s = self.shedder.max_queue_time_s - waited_s
+        if budget_s < 0:
+            return "queue_time"
+        self.hand_over_slots()  # drops waiters whose time ran out; a free slot goes to those still waiting first
+        if not self.waiting and self.shedder.try_start():
+            return None
+        if self.shedder.predicted_wait_s(len(self.waiting) + 1) > budget_s:
+            return "concurrency"
+        loop = asyncio.get_running_loop()
+        turn = loop.create_future()
+        timer = loop.call_later(budget_s, _expire, turn)
+        self.waiting.append(turn)
+        queued_gauge.inc()
+        try:
+            got_slot = await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.result():
+                self.shedder.abandon()
+                self.hand_over_slots()
+            raise
+        finally:
+            timer.cancel()
+            queued_gauge.dec()
+        return None if got_slot else "queue_time"
+
+    def hand_over_slots(self) -> None:
+        """Give free slots to the oldest waiters (after a completion, which may also have raised the limit)."""
+        while self.waiting:
+            turn = self.waiting[0]
+            if turn.done():  # its wait ran out, or it was cancelled
+                self.waiting.popleft()
+                continue
+            if not self.shedder.try_start():
+                return
+            self.waiting.popleft()
+            turn.set_result(True)
+
+
+class RejectionPacer:
+    """Paces 503s past `per_s` a second (a GCRA: the rate plus a burst of REJECTION_BURST_S worth).
+
+    A rejection is cheap, not free: parsing, the answer and the proxy's side of it cost ~0.1-0.3 ms of CPU, from
+    the same cores and (for the parsing and the answer) under the same GIL as the requests being served. Clients
+    that re-send at once (no back-off, no Retry-After) come back as fast as they are answered, so answering them
+    faster only buys more of them: measured on 2 cores, 500 such connections made ~7,000 rejections a second and
+    left a fraction of the goodput. Past the pace a 503 is held back (a timer on the loop, no CPU) for at most
+    `max_delay_s`, the Retry-After it carries. Clients that back off stay under the pace and are answered at once.
+    """
+
+    def __init__(self, per_s: int, *, max_delay_s: float) -> None:
+        self.interval_s = 1.0 / per_s if per_s > 0 else 0.0
+        self.burst_s = REJECTION_BURST_S
+        self.max_delay_s = max_delay_s
+        self._tat = 0.0  # theoretical arrival time of the next rejection at the pace
+
+    def delay_s(self, now: float) -> float:
+        """How long the rejection arriving at `now` should be held back (0: answer at once)."""
+        if not self.interval_s:
+            return 0.0
+        tat = max(self._tat, now)
+        delay = min(max(0.0, tat - self.burst_s - now), self.max_delay_s)
+        self._tat = min(tat, now + self.burst_s + self.max_delay_s) + self.interval_s
+        return delay
+
+
+def _expire(turn: asyncio.Future) -> None:
+    if not turn.done():
+        turn.set_result(False)
 
 
 class WSGILoadShedding:

@@ -16,6 +16,7 @@ from project.middleware.load_shedding import (
     ASGILoadShedding,
     GradientLimiter,
     LoadShedder,
+    RejectionPacer,
     WSGILoadShedding,
     queue_time_s,
     with_load_shedding,
@@ -195,27 +196,87 @@ def test_it_is_off_in_the_embedded_default_and_on_in_production():
     assert result.stdout.strip() == "True"
 
 
-@pytest.mark.anyio
-async def test_async_a_request_over_the_in_flight_limit_is_shed_with_503_while_probes_still_answer(one_at_a_time):
-    entered, release = asyncio.Event(), asyncio.Event()
+def gauge(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
 
+
+def held_app(entered: asyncio.Event, release: asyncio.Event):
     async def slow(scope, receive, send):
         if scope["path"] == "/items":
             entered.set()
             await release.wait()
         await _ok(scope, receive, send)
 
-    app = ASGILoadShedding(slow)
+    return slow
+
+
+@pytest.mark.anyio
+async def test_async_over_the_running_limit_a_request_waits_its_turn_on_the_loop_and_is_then_served(one_at_a_time):
+    entered, release = asyncio.Event(), asyncio.Event()
+    app = ASGILoadShedding(held_app(entered, release))
     first = asyncio.create_task(_asgi_get(app, "/items"))
     await asyncio.wait_for(entered.wait(), 10)
-    before = shed_count("concurrency")
-    assert_overloaded_asgi(*await _asgi_get(app, "/items"))
-    assert shed_count("concurrency") == before + 1
-    for probe in ("/healthz", "/readyz", "/metrics"):
-        assert (await _asgi_get(app, probe))[0] == 200
+    second = asyncio.create_task(_asgi_get(app, "/other"))
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    assert gauge("items_shed_queued") == 1
+    for probe in ("/healthz", "/readyz", "/metrics"):  # never queued behind it
+        assert (await asyncio.wait_for(_asgi_get(app, probe), 1))[0] == 200
     release.set()
     assert (await asyncio.wait_for(first, 10))[0] == 200
-    assert (await _asgi_get(app, "/other"))[0] == 200  # the slot is free again
+    assert (await asyncio.wait_for(second, 10))[0] == 200
+    assert gauge("items_shed_queued") == 0
+    assert app.shedder.limiter.inflight == 0
+
+
+@pytest.mark.anyio
+async def test_async_a_request_predicted_to_wait_past_the_budget_is_shed_at_once(one_at_a_time):
+    entered, release = asyncio.Event(), asyncio.Event()
+    app = ASGILoadShedding(held_app(entered, release))
+    app.shedder.limiter.service_s = 5.0  # one running request takes 5 s: the next one would wait past the 1 s budget
+    first = asyncio.create_task(_asgi_get(app, "/items"))
+    await asyncio.wait_for(entered.wait(), 10)
+    before, started = shed_count("concurrency"), time.perf_counter()
+    assert_overloaded_asgi(*await asyncio.wait_for(_asgi_get(app, "/items"), 10))
+    assert time.perf_counter() - started < 0.5  # answered, not queued until the budget ran out
+    assert shed_count("concurrency") == before + 1
+    release.set()
+    assert (await asyncio.wait_for(first, 10))[0] == 200
+
+
+@pytest.mark.anyio
+async def test_async_a_queued_request_whose_time_runs_out_is_shed(one_at_a_time, settings):
+    settings.SHED_MAX_QUEUE_TIME_MS = 50
+    entered, release = asyncio.Event(), asyncio.Event()
+    app = ASGILoadShedding(held_app(entered, release))
+    first = asyncio.create_task(_asgi_get(app, "/items"))
+    await asyncio.wait_for(entered.wait(), 10)
+    before, started = shed_count("queue_time"), time.perf_counter()
+    assert_overloaded_asgi(*await asyncio.wait_for(_asgi_get(app, "/items"), 10))
+    assert 0.04 <= time.perf_counter() - started < 1
+    assert shed_count("queue_time") == before + 1
+    release.set()
+    assert (await asyncio.wait_for(first, 10))[0] == 200
+    assert (await _asgi_get(app, "/other"))[0] == 200  # the expired waiter holds no slot
+
+
+def test_rejections_past_the_pace_are_held_back_up_to_the_retry_after_and_a_quiet_spell_resets_it():
+    pacer = RejectionPacer(10, max_delay_s=0.5)  # 10/s, a 0.1 s burst
+    assert [round(pacer.delay_s(100.0), 3) for _ in range(10)] == [0, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5]
+    assert pacer.delay_s(110.0) == 0  # ten quiet seconds later: at once again
+    assert all(RejectionPacer(0, max_delay_s=1).delay_s(100.0) == 0 for _ in range(100))  # 0 = never held
+
+
+@pytest.mark.anyio
+async def test_async_a_storm_of_rejections_is_answered_at_the_pace(settings):
+    settings.SHED_REJECTIONS_PER_S = 20  # one every 50 ms past a 0.1 s burst: 3 at once, then 50, 100, 150 ms
+    app = ASGILoadShedding(_ok)
+    before, started = gauge("items_shed_paced_total"), time.perf_counter()
+    answers = await asyncio.gather(*(_asgi_get(app, "/items", **{"X-Request-Start": old_start(10)}) for _ in range(6)))
+    for answer in answers:
+        assert_overloaded_asgi(*answer)
+    assert time.perf_counter() - started >= 0.14  # the 6th was held 150 ms
+    assert gauge("items_shed_paced_total") == before + 3
 
 
 @pytest.mark.anyio

@@ -1,6 +1,8 @@
 """Time-ordered UUIDs (version 7, RFC 9562) for item ids; Python gains uuid.uuid7 only in 3.14."""
 
 import os
+import threading
+import time
 import uuid
 
 
@@ -17,3 +19,20 @@ def uuid7(unix_ms: int) -> uuid.UUID:
 
 def uuid7_ms(value: uuid.UUID) -> int:
     return value.int >> 80
+
+
+_last_issued = 0
+_issue_lock = threading.Lock()
+
+
+def new_item_id() -> uuid.UUID:
+    """A UUIDv7 of now, strictly increasing within this process (RFC 9562 6.2, method 2: in the same millisecond,
+    or if the clock steps back, one more than the last). Random bits alone would order two items made in the same
+    millisecond at random, and the list is newest first by id."""
+    global _last_issued
+    value = uuid7(time.time_ns() // 1_000_000).int
+    with _issue_lock:
+        if value <= _last_issued:
+            value = _last_issued + 1
+        _last_issued = value
+    return uuid.UUID(int=value)

@@ -18,7 +18,7 @@ from app.idempotency import (
     idempotency_release,
     idempotency_unconfirmed,
 )
-from app.ids import uuid7, uuid7_ms
+from app.ids import new_item_id, uuid7_ms
 from app.models import Item
 from app.queues import items_queue
 from project.errors import BrokerUnavailable, QueueFull
@@ -102,7 +102,7 @@ def item_accept(*, name: str, description: str, idempotency_key: str | None = No
     an attempt that may have reached the queue (PublishUnconfirmed) publishes that attempt's id and payload
     again, so the item is stored once whichever of the two the worker sees.
     """
-    item_id = uuid7(time.time_ns() // 1_000_000)
+    item_id = new_item_id()
     fields = {"name": name, "description": description}
     fingerprint = body_fingerprint(fields)
     claim = None

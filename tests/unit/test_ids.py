@@ -2,7 +2,7 @@
 
 import uuid
 
-from app.ids import uuid7, uuid7_ms
+from app.ids import new_item_id, uuid7, uuid7_ms
 
 
 def test_uuid7_has_version_7_and_the_rfc_variant():
@@ -21,3 +21,10 @@ def test_uuid7_sorts_by_time_as_bytes_and_as_text():
 
 def test_uuid7_is_unique_within_one_millisecond():
     assert len({uuid7(1_700_000_000_000) for _ in range(10_000)}) == 10_000
+
+
+def test_new_item_ids_sort_in_the_order_they_were_made_even_within_one_millisecond():
+    ids = [new_item_id() for _ in range(10_000)]  # many per millisecond
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(value.version == 7 and value.variant == uuid.RFC_4122 for value in ids)

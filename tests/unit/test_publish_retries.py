@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError
 
 from app import services
 from app.idempotency import _lock_key, idempotency_claim
+from app.ids import uuid7
 from app.models import Item
 from app.tasks import items_store_task
 from tests.unit.conftest import assert_envelope
@@ -138,7 +139,7 @@ def test_a_retry_whose_owner_died_before_its_confirm_republishes_the_same_id(pos
     # A request claimed the key and died (its process killed) before the outcome: its lock expires.
     from django.core.cache import cache
 
-    claim = idempotency_claim(key="k", fingerprint=services.body_fingerprint(BODY), item_id=services.uuid7(1))
+    claim = idempotency_claim(key="k", fingerprint=services.body_fingerprint(BODY), item_id=uuid7(1))
     cache.delete(_lock_key("k"))
     retry = post_item(BODY, **{"Idempotency-Key": "k"})
     assert retry.status_code == 202

@@ -38,7 +38,7 @@ from project.errors import Overloaded, envelope_response
 
 NEVER_SHED = frozenset({"/healthz", "/healthz/", "/readyz", "/readyz/", "/metrics", "/metrics/"})
 
-# Gauges are summed over live workers: the host-wide in-flight count and admitted concurrency.
+# Gauges are summed over live workers: host-wide running requests, queued requests and running limit.
 inflight_gauge = Gauge(
     "items_shed_inflight",
     "Requests running past the load shedder (summed over workers).",

@@ -2,9 +2,9 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+from project.request_threads import get_asgi_application  # Django's, with kept threads
 
 application = get_asgi_application()
 

@@ -256,17 +256,21 @@ LOAD_SHEDDING_ENABLED = env_bool("LOAD_SHEDDING_ENABLED", default=PRODUCTION)
 # load whole while a 5x overload is turned away instead of queued.
 SHED_MAX_QUEUE_TIME_MS = env_int("SHED_MAX_QUEUE_TIME_MS", 1000, minimum=1)
 # The adaptive limit of requests *running* in Django at once, per gunicorn worker: floor, ceiling and start.
-# Under ASGI each running request holds a thread (and contends for the GIL), so the limit is small and the rest
-# wait in the queue on the event loop. Measured on 2 cores (cache-miss GET at 100 connections): 16 running per
-# worker served as much as 32 or ~100; at 8 and below the limiter's latency target turned ordinary load away.
-SHED_LIMIT_MIN = env_int("SHED_LIMIT_MIN", 8, minimum=1)
+# Under ASGI each running request holds a thread, and all of them contend for one GIL with the event loop, which
+# answers the rejected and hands out the queue: the fewer that keep a worker's CPU busy, the better. The floor is
+# also where the limiter measures its latency baseline (every 30 s, load_shedding.GradientLimiter). Measured on 2
+# cores, cache-miss GET at 5x overload, clients honouring Retry-After: the median 503 took 2 ms with this floor
+# and tolerance (~7 running per worker), 5-8 ms with 10-16 running and 33 ms with ~40.
+SHED_LIMIT_MIN = env_int("SHED_LIMIT_MIN", 4, minimum=1)
 SHED_LIMIT_MAX = env_int("SHED_LIMIT_MAX", 64, minimum=1)
-SHED_LIMIT_INITIAL = env_int("SHED_LIMIT_INITIAL", 16, minimum=1)
-# Rejections a worker answers at once per second; past that (plus a 0.1 s burst) each 503 is held back for up to
+SHED_LIMIT_INITIAL = env_int("SHED_LIMIT_INITIAL", 8, minimum=1)
+# Rejections a worker answers at once per second; past that (plus a 0.5 s burst) each 503 is held back for up to
 # its Retry-After, so clients that re-send at once cannot spend the CPU the admitted requests need. 0 = never held.
-SHED_REJECTIONS_PER_S = env_int("SHED_REJECTIONS_PER_S", 500, minimum=0)
-# How many times the best observed latency a window may take before the limit shrinks.
-SHED_LATENCY_TOLERANCE = env_float("SHED_LATENCY_TOLERANCE", 3.0, minimum=1.0)
+# Clients that honour Retry-After stay under it: at 5x overload on 2 cores they drew ~75-150 503s/s per worker.
+SHED_REJECTIONS_PER_S = env_int("SHED_REJECTIONS_PER_S", 250, minimum=0)
+# How many times its baseline latency (measured at the floor) a window may take before the limit shrinks. On a
+# CPU-bound worker the limit settles near tolerance x floor + its square root; on I/O it grows until latency rises.
+SHED_LATENCY_TOLERANCE = env_float("SHED_LATENCY_TOLERANCE", 1.5, minimum=1.0)
 if not SHED_LIMIT_MIN <= SHED_LIMIT_INITIAL <= SHED_LIMIT_MAX:
     raise ImproperlyConfigured(
         f"SHED_LIMIT_MIN ({SHED_LIMIT_MIN}) <= SHED_LIMIT_INITIAL ({SHED_LIMIT_INITIAL}) <= SHED_LIMIT_MAX "

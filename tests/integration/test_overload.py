@@ -1,12 +1,16 @@
-"""Overload protection on the real stack: queue-time shedding, backpressure from the real items queue, probes
-never shed, everything counted in /metrics."""
+"""Overload protection on the real stack: in-flight shedding while PostgreSQL stalls, queue-time shedding,
+backpressure from the real items queue, probes never shed, everything counted in /metrics."""
 
 import re
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import httpx
+import psycopg2
 import pytest
 
 from loadtest.servers import start_gunicorn
@@ -122,3 +126,69 @@ def test_posts_meet_a_growing_delay_then_503_queue_full_while_the_worker_is_down
     wait_until(drained_and_accepting, timeout_s=60, interval_s=0.5)
     ids = ", ".join(f"'{item_id}'" for item_id in accepted)
     wait_until(lambda: stack.psql(f"SELECT count(*) FROM items WHERE id IN ({ids})")[0][0] == len(accepted), 60)
+
+
+@pytest.fixture
+def one_slot_web(stack, tmp_path: Path):
+    """A second app gunicorn on the stack's environment with one worker that runs one request at a time, a
+    100 ms wait budget and no response cache, so every GET reaches PostgreSQL."""
+    server = start_gunicorn(
+        "web with one slot",
+        "project.asgi:application",
+        base_env=stack.env,
+        work_dir=tmp_path / "web",
+        extra_env={
+            "WEB_CONCURRENCY": "1",
+            "SHED_LIMIT_MIN": "1",
+            "SHED_LIMIT_INITIAL": "1",
+            "SHED_LIMIT_MAX": "1",
+            "SHED_MAX_QUEUE_TIME_MS": "100",
+            "RESPONSE_CACHE_ENABLED": "0",
+            "GUNICORN_ACCESS_LOG": "",
+        },
+        ready_path="/healthz",
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_while_postgresql_stalls_requests_past_the_running_limit_are_shed_within_the_budget_and_probes_answer(
+    stack, one_slot_web
+):
+    url = f"{one_slot_web}/items?limit=1"
+    for _ in range(20):  # the shedder learns how long a request takes
+        assert httpx.get(url, timeout=10).status_code == 200
+    reasons = ("concurrency", "queue_time")
+    shed_before = {reason: metric(one_slot_web, "items_shed_total", f'reason="{reason}"') for reason in reasons}
+    # A slow dependency, for real: a transaction holds a lock on the items table, so a GET waits in PostgreSQL.
+    locker = psycopg2.connect(stack.env["DATABASE_DIRECT_URL"])
+    with closing(locker), ThreadPoolExecutor(40) as pool:
+        locker.cursor().execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
+        stuck = pool.submit(httpx.get, url, timeout=30)
+        wait_until(lambda: metric(one_slot_web, "items_shed_inflight") == 1, timeout_s=10)
+
+        def timed_get():
+            started = time.perf_counter()
+            response = httpx.get(url, timeout=30)
+            return response, time.perf_counter() - started
+
+        answers = list(pool.map(lambda _: timed_get(), range(40)))
+        assert httpx.get(f"{one_slot_web}/healthz", timeout=5).status_code == 200
+        assert not stuck.done()
+        locker.rollback()
+        assert stuck.result().status_code == 200  # the one running was served once PostgreSQL answered
+    statuses = Counter(response.status_code for response, _ in answers)
+    assert statuses == {503: 40}, statuses  # nothing got through while the one slot was stuck
+    for response, seconds in answers:
+        assert response.json()["error"] == "overloaded"
+        assert response.headers["Retry-After"] == "1"
+        assert seconds < 2  # the 100 ms budget at most, plus a loaded machine's slack; never the 30 s timeout
+    shed = {
+        reason: metric(one_slot_web, "items_shed_total", f'reason="{reason}"') - before
+        for reason, before in shed_before.items()
+    }
+    # Those predicted not to fit in the budget were answered at once (concurrency), those that fit waited it out
+    # (queue_time); the split depends on the service time the shedder measured before the stall.
+    assert shed["concurrency"] + shed["queue_time"] == 40, shed

@@ -175,3 +175,19 @@ def test_the_backoff_client_waits_as_long_as_retry_after_says_where_plain_wrk_re
     # 2 connections told to wait 1 s: about 2 answers each in 2 s; without the wait, as many as the server manages.
     assert counts["backoff.lua"] <= 6
     assert counts["report.lua"] > 50
+
+
+def test_ratios_pair_each_overload_run_with_the_peak_of_its_own_round():
+    # The machine ran at half speed in round 2: peak and overload alike. Each round kept 0.9 of its peak; the
+    # median of the goodputs over the median of the peaks (450 / 1000) would have said 0.45.
+    def run(n: int, ok_per_s: int, p99: float) -> dict:
+        return {"run": n, **_run({"200": ok_per_s * 10}, p99, 3.0, 0)}
+
+    scenarios = {
+        "peak-get": {"runs": [run(1, 1000, 100), run(2, 500, 200), run(3, 1000, 100)]},
+        "overload": {"runs": [run(1, 900, 200), run(2, 450, 400), run(3, 450, 200)]},
+    }
+    (row,) = overload_comparison(scenarios)
+    assert row["goodput_of_peak"] == pytest.approx(0.9)  # rounds: 0.9, 0.9, 0.45
+    assert row["p99_of_peak"] == pytest.approx(2.0)
+    assert row["goodput_rps"] == 450 and row["peak_rps"] == 1000  # the columns stay medians over runs

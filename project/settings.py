@@ -252,15 +252,16 @@ if not REDIS_URL:
 LOAD_SHEDDING_ENABLED = env_bool("LOAD_SHEDDING_ENABLED", default=PRODUCTION)
 # The most a request may wait before the app starts on it: in front of the app (X-Request-Start from Nginx) and
 # in the shedder's queue together. A request predicted to wait longer is answered 503 at once; one that waits
-# longer anyway is answered then. At 100 connections on 2 cores the queue is ~300-500 ms deep, so 1 s keeps that
-# load whole while a 5x overload is turned away instead of queued.
+# longer anyway is answered then. At 100 connections on 2 cores the queue is ~200-500 ms deep, so 1 s keeps that
+# load whole while a 5x overload is turned away instead of queued (at 750 ms a slow round shed the peak itself).
 SHED_MAX_QUEUE_TIME_MS = env_int("SHED_MAX_QUEUE_TIME_MS", 1000, minimum=1)
 # The adaptive limit of requests *running* in Django at once, per gunicorn worker: floor, ceiling and start.
 # Under ASGI each running request holds a thread, and all of them contend for one GIL with the event loop, which
 # answers the rejected and hands out the queue: the fewer that keep a worker's CPU busy, the better. The floor is
 # also where the limiter measures its latency baseline (every 30 s, load_shedding.GradientLimiter). Measured on 2
-# cores, cache-miss GET at 5x overload, clients honouring Retry-After: the median 503 took 2 ms with this floor
-# and tolerance (~7 running per worker), 5-8 ms with 10-16 running and 33 ms with ~40.
+# cores, cache-miss GET at 5x overload, clients honouring Retry-After, single runs: the median 503 took 2-5 ms
+# with this floor and tolerance (~7 running per worker), 5-8 ms with 10-16 running and 33 ms with ~40 (8 ms in
+# the 3-round benchmark, loadtest/results/issue6-kept-threads: the shared machine's speed moves it too).
 SHED_LIMIT_MIN = env_int("SHED_LIMIT_MIN", 4, minimum=1)
 SHED_LIMIT_MAX = env_int("SHED_LIMIT_MAX", 64, minimum=1)
 SHED_LIMIT_INITIAL = env_int("SHED_LIMIT_INITIAL", 8, minimum=1)

@@ -5,8 +5,9 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -67,28 +68,30 @@ def test_shedder_gauges_are_exposed(stack):
     assert metric(stack.web_url, "items_shed_limit") >= 2  # at least the floor, summed over two workers
 
 
-@pytest.fixture
-def low_watermark_web(stack, tmp_path: Path):
-    """A second app gunicorn on the stack's environment with tiny watermarks (the stack's own keeps its
-    defaults, so other tests never meet backpressure)."""
+@contextmanager
+def second_web(stack, tmp_path: Path, name: str, env: dict[str, str]) -> Iterator[str]:
+    """A second app gunicorn on the stack's environment, one worker, with `env` on top (the stack's own keeps its
+    defaults, so other tests never meet these settings). Yields its URL."""
     server = start_gunicorn(
-        "web with low watermarks",
+        name,
         "project.asgi:application",
         base_env=stack.env,
         work_dir=tmp_path / "web",
-        extra_env={
-            "WEB_CONCURRENCY": "1",
-            "BACKPRESSURE_LOW": "5",
-            "BACKPRESSURE_HIGH": "15",
-            "BACKPRESSURE_MAX_DELAY_MS": "20",
-            "GUNICORN_ACCESS_LOG": "",
-        },
+        extra_env={"WEB_CONCURRENCY": "1", "GUNICORN_ACCESS_LOG": "", **env},
         ready_path="/healthz",
     )
     try:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def low_watermark_web(stack, tmp_path: Path):
+    """Tiny backpressure watermarks."""
+    env = {"BACKPRESSURE_LOW": "5", "BACKPRESSURE_HIGH": "15", "BACKPRESSURE_MAX_DELAY_MS": "20"}
+    with second_web(stack, tmp_path, "web with low watermarks", env) as url:
+        yield url
 
 
 def test_posts_meet_a_growing_delay_then_503_queue_full_while_the_worker_is_down_and_pass_after_it_drains(
@@ -130,28 +133,17 @@ def test_posts_meet_a_growing_delay_then_503_queue_full_while_the_worker_is_down
 
 @pytest.fixture
 def one_slot_web(stack, tmp_path: Path):
-    """A second app gunicorn on the stack's environment with one worker that runs one request at a time, a
-    100 ms wait budget and no response cache, so every GET reaches PostgreSQL."""
-    server = start_gunicorn(
-        "web with one slot",
-        "project.asgi:application",
-        base_env=stack.env,
-        work_dir=tmp_path / "web",
-        extra_env={
-            "WEB_CONCURRENCY": "1",
-            "SHED_LIMIT_MIN": "1",
-            "SHED_LIMIT_INITIAL": "1",
-            "SHED_LIMIT_MAX": "1",
-            "SHED_MAX_QUEUE_TIME_MS": "100",
-            "RESPONSE_CACHE_ENABLED": "0",
-            "GUNICORN_ACCESS_LOG": "",
-        },
-        ready_path="/healthz",
-    )
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    """One request running at a time, a 100 ms wait budget and no response cache, so every GET reaches
+    PostgreSQL."""
+    env = {
+        "SHED_LIMIT_MIN": "1",
+        "SHED_LIMIT_INITIAL": "1",
+        "SHED_LIMIT_MAX": "1",
+        "SHED_MAX_QUEUE_TIME_MS": "100",
+        "RESPONSE_CACHE_ENABLED": "0",
+    }
+    with second_web(stack, tmp_path, "web with one slot", env) as url:
+        yield url
 
 
 def test_while_postgresql_stalls_requests_past_the_running_limit_are_shed_within_the_budget_and_probes_answer(

@@ -12,8 +12,8 @@ Two stages, per process:
   Envoy's adaptive concurrency): see GradientLimiter.
 - a FIFO of requests waiting for a slot, on the event loop (a future each: no thread, no Django). A request
   joins it only if its predicted wait (queue position x mean service time / limit, plus the time it already
-  spent between Nginx and us, from `X-Request-Start`) fits in SHED_MAX_QUEUE_TIME_MS; otherwise it is answered
-  at once. One that waits past the budget anyway is answered then.
+  spent between Nginx and us, from `X-Request-Start`) fits in SHED_QUEUE_TARGET_MS; otherwise it is answered
+  at once. One that waits past SHED_MAX_QUEUE_TIME_MS anyway is answered then.
 
 It wraps Django's ASGI (and WSGI) application rather than sitting in MIDDLEWARE: under ASGI a 503 from Django
 middleware still pays Django's request cycle (a thread, request signals through sync_to_async). In front of
@@ -70,10 +70,6 @@ BASELINE_REFRESH_S = 30.0  # the min-RTT baseline is re-measured this often, wit
 # Retry-After come back in waves (all told "1" at about the same time); the burst lets a wave through unheld.
 REJECTION_BURST_S = 0.5
 SERVICE_SMOOTHING = 0.05  # weight of one completion in the mean service time that predicts a queued wait
-# A request joins the queue only if it is predicted to start within this share of its budget. The prediction is
-# a mean: one that only just fits runs out of time about half the time, and is answered 503 after a whole budget
-# of waiting instead of at once.
-QUEUE_FILL = 0.8
 # The ASGI scope key a shed request carries (gunicorn.conf.py leaves it out of the access log).
 SHED_SCOPE_KEY = "items.shed_reason"
 
@@ -211,6 +207,7 @@ class LoadShedder:
 
     def __init__(self) -> None:
         self.max_queue_time_s: float = settings.SHED_MAX_QUEUE_TIME_MS / 1000
+        self.queue_target_s: float = min(settings.SHED_QUEUE_TARGET_MS, settings.SHED_MAX_QUEUE_TIME_MS) / 1000
         self.limiter = GradientLimiter(
             initial=settings.SHED_LIMIT_INITIAL,
             minimum=settings.SHED_LIMIT_MIN,
@@ -315,7 +312,9 @@ class ASGILoadShedding:
         self.hand_over_slots()  # drops waiters whose time ran out; a free slot goes to those still waiting first
         if not self.waiting and self.shedder.try_start():
             return None
-        if self.shedder.predicted_wait_s(self.queued + 1) > budget_s * QUEUE_FILL:
+        # Not against the whole budget: the prediction is a mean, and one that only just fit would run out of
+        # time about half the time, answered after a whole budget of waiting instead of at once.
+        if waited_s + self.shedder.predicted_wait_s(self.queued + 1) > self.shedder.queue_target_s:
             return "concurrency"
         loop = asyncio.get_running_loop()
         turn = loop.create_future()

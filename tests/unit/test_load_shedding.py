@@ -287,6 +287,34 @@ async def test_async_a_request_predicted_to_wait_past_the_budget_is_shed_at_once
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("target_ms, queued", [(100, False), (500, True)])
+async def test_async_only_a_request_predicted_to_start_within_the_queue_target_joins_the_queue(
+    one_at_a_time, settings, target_ms, queued
+):
+    settings.SHED_QUEUE_TARGET_MS = target_ms  # the whole budget (SHED_MAX_QUEUE_TIME_MS) stays 1 s
+    entered, release = asyncio.Event(), asyncio.Event()
+    app = ASGILoadShedding(held_app(entered, release))
+    app.shedder.limiter.service_s = 0.3  # the next request is predicted to start in 0.3 s
+    first = asyncio.create_task(_asgi_get(app, "/items"))
+    await asyncio.wait_for(entered.wait(), 10)
+    second = asyncio.create_task(_asgi_get(app, "/other"))
+    await asyncio.sleep(0.05)
+    assert second.done() is not queued
+    assert gauge("items_shed_queued") == (1 if queued else 0)
+    if not queued:
+        assert_overloaded_asgi(*second.result())
+    release.set()
+    assert (await asyncio.wait_for(first, 10))[0] == 200
+    if queued:
+        assert (await asyncio.wait_for(second, 10))[0] == 200
+
+
+def test_the_queue_target_never_exceeds_the_whole_budget(settings):
+    settings.SHED_QUEUE_TARGET_MS, settings.SHED_MAX_QUEUE_TIME_MS = 400, 100
+    assert LoadShedder().queue_target_s == 0.1
+
+
+@pytest.mark.anyio
 async def test_async_a_queued_request_whose_time_runs_out_is_shed(one_at_a_time, settings):
     settings.SHED_MAX_QUEUE_TIME_MS = 50
     entered, release = asyncio.Event(), asyncio.Event()

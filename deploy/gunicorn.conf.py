@@ -26,7 +26,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
 # - uvicorn's limit_concurrency (connections + tasks per worker) answers a plain-text 503 without envelope or
 #   Retry-After, and counts Nginx's idle keepalive connections too: set low, it would shed healthy traffic in
 #   place of our shedder. It is kept only as a memory guard, far above what the shedder holds per worker (at
-#   most SHED_LIMIT_MAX = 64 running, a queue bounded by SHED_MAX_QUEUE_TIME_MS, ~150 at 1 s on 2 cores, and
+#   most SHED_LIMIT_MAX = 64 running, a queue bounded by SHED_QUEUE_TARGET_MS, ~70-140 at 400 ms on 2 cores, and
 #   503s held back by SHED_REJECTIONS_PER_S) plus Nginx's keepalive pool (64 per Nginx worker), so in practice
 #   it never fires before the shedder does (UVICORN_LIMIT_CONCURRENCY; 0 = unlimited).
 backlog = 2048

@@ -204,6 +204,7 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Request-Start "t=${{msec}}";
+            proxy_set_header X-Client-Connection $connection;
             proxy_connect_timeout 2s;
             proxy_read_timeout 30s;
             # As the stack's Nginx: one retry on a fresh connection when a kept-alive one fails before an answer.

@@ -1,6 +1,7 @@
 """Load shedding: the gradient limiter's math, and the middleware's answers on the sync and the async path."""
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -18,7 +19,9 @@ from project.middleware.load_shedding import (
     GradientLimiter,
     LoadShedder,
     RejectionPacer,
+    RetryTarpit,
     WSGILoadShedding,
+    client_connection,
     queue_time_s,
     with_load_shedding,
 )
@@ -182,23 +185,28 @@ def one_at_a_time(settings):
     settings.SHED_LIMIT_MIN = settings.SHED_LIMIT_INITIAL = settings.SHED_LIMIT_MAX = 1
 
 
-def _scope(path: str, **headers: str) -> dict:
+_ports = itertools.count(40000)
+
+
+def _scope(path: str, client: tuple[str, int] | None = None, **headers: str) -> dict:
+    """A request on a connection of its own (from the loopback proxy), unless `client` is given."""
     return {
         "type": "http",
         "method": "GET",
         "path": path,
         "query_string": b"",
+        "client": client or ("127.0.0.1", next(_ports)),
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
 
 
-async def _asgi_get(app, path: str, **headers: str) -> tuple[int, dict, bytes]:
+async def _asgi_get(app, path: str, client: tuple[str, int] | None = None, **headers: str) -> tuple[int, dict, bytes]:
     sent = []
 
     async def send(message):
         sent.append(message)
 
-    await app(_scope(path, **headers), None, send)
+    await app(_scope(path, client, **headers), None, send)
     return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]}, sent[1]["body"]
 
 
@@ -348,6 +356,44 @@ async def test_async_a_storm_of_rejections_is_answered_at_the_pace(settings):
         assert_overloaded_asgi(*answer)
     assert time.perf_counter() - started >= 0.14  # the 14th was held 150 ms
     assert gauge("items_shed_paced_total") == before + 3
+
+
+def test_a_connection_that_re_sends_within_retry_after_is_held_until_then_and_others_are_not():
+    tarpit = RetryTarpit(1.0)
+    tarpit.answered("conn-7", 100.0)
+    assert tarpit.delay_s("conn-7", 100.2) == pytest.approx(0.8)  # re-sent at once: waits out its Retry-After
+    assert tarpit.delay_s("conn-7", 100.95) == 0  # came back (nearly) on time
+    assert tarpit.delay_s("conn-8", 100.2) == 0  # another connection
+    tarpit.answered("conn-8", 101.5)
+    assert list(tarpit.last_sent) == ["conn-8"]  # conn-7's entry outlived its Retry-After and is gone
+
+
+@pytest.mark.anyio
+async def test_async_a_503_on_the_same_client_connection_within_retry_after_is_held_and_counted():
+    app = ASGILoadShedding(_ok)
+    app.tarpit.retry_after_s = 0.3  # shorter than the real 1 s, to keep the test quick
+    old, before = old_start(10), gauge("items_shed_paced_total")
+
+    async def timed(**headers):
+        started = time.perf_counter()
+        assert_overloaded_asgi(*await _asgi_get(app, "/items", **{"X-Request-Start": old}, **headers))
+        return time.perf_counter() - started
+
+    assert await timed(**{"X-Client-Connection": "7"}) < 0.1  # through Nginx (a trusted proxy)
+    assert await timed(**{"X-Client-Connection": "7"}) >= 0.25  # the same client connection, re-sent at once
+    assert await timed(**{"X-Client-Connection": "8"}) < 0.1  # another client connection
+    assert gauge("items_shed_paced_total") == before + 1
+
+
+@pytest.mark.anyio
+async def test_async_x_client_connection_from_an_untrusted_peer_is_ignored():
+    app = ASGILoadShedding(_ok)
+    forged = {"X-Request-Start": old_start(10), "X-Client-Connection": "7"}
+    started = time.perf_counter()
+    for port in (5001, 5002):  # two connections of one untrusted client, both claiming to be connection 7
+        assert_overloaded_asgi(*await _asgi_get(app, "/items", client=("203.0.113.5", port), **forged))
+    assert time.perf_counter() - started < 0.5  # keyed by its own connections: neither was held
+    assert client_connection(_scope("/items", ("203.0.113.5", 5001), **forged)) == ("203.0.113.5", 5001)
 
 
 @pytest.mark.anyio

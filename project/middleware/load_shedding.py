@@ -19,6 +19,10 @@ It wraps Django's ASGI (and WSGI) application rather than sitting in MIDDLEWARE:
 middleware still pays Django's request cycle (a thread, request signals through sync_to_async). In front of
 Django a rejection is two sends on the loop. /healthz, /readyz and /metrics are never shed or queued.
 
+A rejection is cheap, not free, and a client that re-sends it at once comes straight back. So a 503 is held
+back (a timer on the loop) when its client connection re-sent within Retry-After of its last 503
+(RetryTarpit), or, for everyone else, past a pace of rejections per second (RejectionPacer).
+
 Limits are per process: every gunicorn worker has its own queue and its own adaptive limit, so the host runs
 about WEB_CONCURRENCY times the limit shown for one worker. The WSGI wrapper has no queue (a waiting thread is
 the very cost the queue avoids): over the limit it sheds.

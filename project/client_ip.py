@@ -24,14 +24,9 @@ def _is_trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -
     return address is not None and any(address in network for network in networks)
 
 
-@lru_cache(maxsize=256)
-def _is_trusted_peer(peer: str, cidrs: tuple[str, ...]) -> bool:
-    return _is_trusted(_parse(peer))
-
-
 def is_trusted_proxy(peer: str) -> bool:
-    """Whether the address that connected to us is one of TRUSTED_PROXIES (cached: asked for every rejection)."""
-    return _is_trusted_peer(peer, tuple(settings.TRUSTED_PROXIES))
+    """Whether the address that connected to us is one of TRUSTED_PROXIES."""
+    return _is_trusted(_parse(peer))
 
 
 def client_ip(request: HttpRequest) -> str:

@@ -1,8 +1,10 @@
 """PgBouncer is really between the app and PostgreSQL: many API clients, few server connections, all PgBouncer's."""
 
 import asyncio
+import datetime as dt
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -69,3 +71,31 @@ def test_200_concurrent_clients_get_no_error_and_postgresql_sees_only_pgbouncer_
     assert seen, "the load never reached PostgreSQL"
     assert max(len(backends) for backends in backends_per_sample) <= POOL_SIZE
     assert seen <= pgbouncer_server_pids, f"backends not opened by PgBouncer: {seen - pgbouncer_server_pids}"
+
+
+def _pgbouncer_time(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S %Z").replace(tzinfo=dt.UTC)
+
+
+def test_the_app_keeps_its_pgbouncer_connection_from_one_request_to_the_next(stack):
+    pgbouncer_port = int(stack.env["STACK_PGBOUNCER_PORT"])
+    with httpx.Client(base_url=stack.base_url) as client:
+
+        def lookup() -> None:
+            # An id nobody asked for: past both caches, a query in PostgreSQL every time.
+            assert client.get(f"/items/{uuid.uuid4()}").status_code == 404
+
+        lookup()
+        time.sleep(1.1)  # PgBouncer's times are to the second
+        started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        for _ in range(10):
+            lookup()
+    clients = stack.psql("SHOW CLIENTS", port=pgbouncer_port, dbname="pgbouncer")
+    # SHOW CLIENTS: database, connect_time, request_time. A connection opened before these requests and used by
+    # them is a kept one; with DB_CONN_MAX_AGE_S=0 each request would log in anew and close at its end.
+    kept = [
+        row
+        for row in clients
+        if row[2] == stack.env["POSTGRES_DB"] and _pgbouncer_time(row[8]) < started <= _pgbouncer_time(row[9])
+    ]
+    assert kept, clients

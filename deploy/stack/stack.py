@@ -71,7 +71,14 @@ MQ_PASSWORD = os.environ.get("RABBITMQ_PASSWORD", "items")
 MQ_NODE = f"items-stack-{port('STACK_AMQP_PORT')}@localhost"
 
 
+# Where the servers are looked for: STACK_BIN_PATH (colon-separated) replaces the default search, e.g. for
+# servers installed outside the distribution's directories.
+BIN_PATH = os.environ.get("STACK_BIN_PATH")
+
+
 def find_binary(name: str, *candidates: str) -> str | None:
+    if BIN_PATH is not None:
+        return shutil.which(name, path=BIN_PATH)
     for candidate in candidates:
         if os.access(candidate, os.X_OK):
             return candidate

@@ -6,12 +6,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support import free_ports, wait_until  # noqa: F401  (fixtures below use them)
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_PY = REPO / "deploy" / "stack" / "stack.py"
@@ -43,30 +44,6 @@ def require_servers() -> None:
 
 
 require_servers()
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now (all held open together, so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, interval_s: float = 0.2) -> object:
-    """Poll `condition` until it returns something truthy; fail the test with the last value after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"condition not met within {timeout_s} s (last value: {value!r})")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import redis
 
-from tests.integration.conftest import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 

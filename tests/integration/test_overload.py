@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 from loadtest.servers import start_gunicorn
-from tests.integration.conftest import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 

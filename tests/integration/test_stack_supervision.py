@@ -6,7 +6,7 @@ import signal
 import httpx
 import pytest
 
-from tests.integration.conftest import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 

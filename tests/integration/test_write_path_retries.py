@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.conftest import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,3 @@ def post_item(client):
         return client.post(path, data=data, content_type=content_type, headers=headers)
 
     return post
-
-
-def assert_envelope(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/json; charset=utf-8"
-    body = json.loads(response.content)
-    assert body["error"] == code
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert set(body) <= {"error", "detail", "fields"}
-    return body

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from app import backpressure
 from app.backpressure import Backpressure, DepthSampler, admission_delay_s
 from project.errors import QueueFull
-from tests.unit.conftest import assert_envelope
+from tests.support import assert_envelope
 
 
 class FakeClock:

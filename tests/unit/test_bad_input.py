@@ -5,7 +5,7 @@ import json
 import pytest
 
 from app.models import Item
-from tests.unit.conftest import assert_envelope
+from tests.support import assert_envelope
 
 pytestmark = pytest.mark.django_db
 

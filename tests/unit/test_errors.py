@@ -9,7 +9,7 @@ from django.urls import path
 from app.idempotency import IdempotencyInProgress
 from project import errors
 from project.errors import ApiError, envelope_response
-from tests.unit.conftest import assert_envelope
+from tests.support import assert_envelope
 
 
 def _all_error_classes(cls=ApiError):

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from app.models import Item
-from tests.unit.conftest import assert_envelope
+from tests.support import assert_envelope
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from app.idempotency import _lock_key, idempotency_claim
 from app.ids import uuid7
 from app.models import Item
 from app.tasks import items_store_task
-from tests.unit.conftest import assert_envelope
+from tests.support import assert_envelope
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@
 import pytest
 
 from app.models import Item
-from tests.unit.conftest import assert_envelope
+from tests.support import assert_envelope
 
 pytestmark = pytest.mark.django_db
 

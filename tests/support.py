@@ -1,0 +1,42 @@
+"""Helpers shared by every test directory: free ports, polling, and the error envelope a client sees."""
+
+import json
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on right now (all held open together, so they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, interval_s: float = 0.2) -> object:
+    """Poll `condition` until it returns something truthy; fail the test with the last value after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"condition not met within {timeout_s} s (last value: {value!r})")
+
+
+def assert_envelope(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+    body = json.loads(response.content)
+    assert body["error"] == code
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert set(body) <= {"error", "detail", "fields"}
+    return body

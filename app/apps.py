@@ -10,3 +10,9 @@ class ItemsConfig(AppConfig):
 
     def ready(self) -> None:
         import project.checks  # noqa: F401  (registers the production checks)
+        from app.messaging.consumer import ItemsBatchConsumer
+        from project.celery import app as celery_app
+
+        # Before a worker builds its consumer: Celery's Django fixup runs django.setup() while the worker loads
+        # its modules, ahead of the consumer blueprint. Web processes never start a consumer.
+        celery_app.steps["consumer"].add(ItemsBatchConsumer)

@@ -4,7 +4,7 @@ Even an async Django view costs a full request cycle — request signals and res
 sync_to_async (thread hops), then URL resolution and the middleware chain — which is most of the time of a
 cache hit. This wrapper answers a fresh cache entry with the same bytes, status and headers Django would send,
 and hands everything else to Django unchanged: misses and stale entries (Django rebuilds them, with the
-stampede control of app.response_cache), bad parameters (Django answers the 400), other methods and paths.
+stampede control of app.cache), bad parameters (Django answers the 400), other methods and paths.
 Load shedding does not see hits: they are the cheapest answer there is.
 """
 
@@ -12,10 +12,10 @@ import re
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
-from django.utils.http import parse_etags
 
-from app import response_cache
-from app.views import parse_limit
+from app import cache
+from app.http import etag_matches
+from app.params import parse_limit
 
 _LIST = re.compile(r"^/items/?$")
 _ITEM = re.compile(r"^/items/([0-9a-fA-F-]{32,36})/?$")
@@ -49,7 +49,7 @@ def _query(scope) -> dict[str, str] | None:
 class FastPath:
     def __init__(self, app) -> None:
         self.app = app
-        self.lookup: response_cache.AsyncLookup | None = None  # created on the worker's event loop
+        self.lookup: cache.AsyncLookup | None = None  # created on the worker's event loop
         self.headers = [
             (b"content-type", b"application/json; charset=utf-8"),
             (b"cache-control", b"public, max-age=%d" % settings.CACHE_MAX_AGE_S),
@@ -60,9 +60,7 @@ class FastPath:
             (b"x-frame-options", settings.X_FRAME_OPTIONS.encode()),
         ]
         if settings.BEHIND_TLS:
-            self.headers.append(
-                (b"strict-transport-security", b"max-age=%d; includeSubDomains; preload" % settings.SECURE_HSTS_SECONDS)
-            )
+            self.headers.append((b"strict-transport-security", _hsts().encode()))
 
     def _key(self, scope) -> tuple[str, bool] | None:
         """(cache key, versioned) for a request the cache may answer; None for Django."""
@@ -74,10 +72,10 @@ class FastPath:
             limit = parse_limit(query.get("limit"))
             if limit is None:
                 return None  # invalid: Django answers the 400
-            return response_cache.page_key(limit, query.get("cursor")), True
+            return cache.page_key(limit, query.get("cursor")), True
         match = _ITEM.match(path)
         if match and len(match[1].replace("-", "")) == _UUID_HEX_LENGTH:
-            return response_cache.item_key(match[1].lower()), False
+            return cache.item_key(match[1].lower()), False
         return None
 
     def _host_allowed(self, scope) -> bool:
@@ -94,7 +92,7 @@ class FastPath:
         if key is None or not self._host_allowed(scope) or (settings.BEHIND_TLS and not _is_https(scope)):
             return await self.app(scope, receive, send)
         if self.lookup is None:
-            self.lookup = response_cache.AsyncLookup()
+            self.lookup = cache.AsyncLookup()
         hit = await self.lookup.fresh(key[0], versioned=key[1])
         if hit is None:
             return await self.app(scope, receive, send)
@@ -104,15 +102,23 @@ class FastPath:
     async def _send(self, scope, send, etag: str, body: bytes) -> None:
         headers = [*self.headers, (b"etag", etag.encode())]
         if_none_match = next((v for n, v in scope["headers"] if n == b"if-none-match"), None)
-        if if_none_match is not None:
-            tags = if_none_match.decode("latin-1")
-            if tags.strip() == "*" or etag in parse_etags(tags.replace("W/", "")):
-                await send({"type": "http.response.start", "status": 304, "headers": headers[1:]})
-                await send({"type": "http.response.body", "body": b""})
-                return
+        if if_none_match is not None and etag_matches(if_none_match.decode("latin-1"), etag):
+            await send({"type": "http.response.start", "status": 304, "headers": headers[1:]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _hsts() -> str:
+    """The Strict-Transport-Security value SecurityMiddleware sends, from the same settings."""
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return value
 
 
 def _is_https(scope) -> bool:

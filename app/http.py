@@ -1,5 +1,6 @@
-"""JSON responses with HTTP caching: strong ETag, Cache-Control and 304 on If-None-Match."""
+"""JSON responses with HTTP caching (strong ETag, Cache-Control, 304 on If-None-Match), and RFC 3339 times."""
 
+import datetime as dt
 import json
 
 from django.conf import settings
@@ -13,11 +14,22 @@ def json_bytes(body: object) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def rfc3339(moment: dt.datetime) -> str:
+    """UTC with milliseconds and a Z, as every `created_at` of this API is written."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag`. It compares weakly (RFC 9110 §13.1.2): a W/ tag of the same
+    bytes matches too, and so does "*"."""
+    if not if_none_match:
+        return False
+    return if_none_match.strip() == "*" or etag in parse_etags(if_none_match.replace("W/", ""))
+
+
 def conditional_json(request: HttpRequest, body: bytes, etag: str) -> HttpResponse:
     """200 with the body, or 304 with none when the client already holds these exact bytes (`etag`)."""
-    if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
-    # If-None-Match compares weakly (RFC 9110 §13.1.2): a W/ tag of the same bytes matches too.
-    if if_none_match and (etag in parse_etags(if_none_match.replace("W/", "")) or if_none_match.strip() == "*"):
+    if etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
         response = HttpResponse(status=304)
     else:
         response = HttpResponse(body, content_type=JSON_CONTENT_TYPE)

@@ -26,7 +26,7 @@ from django.core.cache import cache
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
-from project.errors import ApiError, IdempotencyConflict
+from app.exceptions import IdempotencyConflict, IdempotencyInProgress, IdempotencyUnavailable
 
 logger = logging.getLogger(__name__)
 _CACHE_ERRORS = (ConnectionInterrupted, RedisError)
@@ -39,16 +39,6 @@ _POLL_S = 0.02
 # overlap; if its owner dies between claim and confirm, a retry takes over within a minute. (Were they ever to
 # overlap, both would publish the same id: one row still.)
 PENDING_TTL_S = 60
-
-
-class IdempotencyUnavailable(ApiError):
-    status, code, retry_after_s = 503, "idempotency_unavailable", 5
-    detail = "The Idempotency-Key store is unreachable, so the item was not accepted; retry shortly."
-
-
-class IdempotencyInProgress(ApiError):
-    status, code, retry_after_s = 409, "idempotency_in_progress", 1
-    detail = "A request with this Idempotency-Key is still being accepted; retry shortly."
 
 
 @dataclass(frozen=True)

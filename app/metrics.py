@@ -1,4 +1,5 @@
-"""Prometheus metrics of the write path; label values use the error codes of project/errors.py."""
+"""Prometheus metrics of the items domain: the write path, the response cache and the worker. Label values use
+the error codes of app/exceptions.py. The web tier's own (shedding, rate limiting) are in project/metrics.py."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -16,12 +17,20 @@ publish_seconds = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
-# POST admission from the sampled depth (app/backpressure.py); the depth itself is items_queue_depth below.
+# POST admission from the sampled depth (app/messaging/backpressure.py); the depth itself is items_queue_depth below.
 backpressure_delayed = Counter(
     "items_backpressure_delayed_total", "POSTs held for a while because the items queue was between the watermarks."
 )
 backpressure_rejected = Counter(
     "items_backpressure_rejected_total", "POSTs answered 503 queue_full because the items queue was over the high one."
+)
+
+# Response cache (app/cache.py), in the web workers
+response_cache_results = Counter(
+    "items_response_cache_total",
+    "App-cache lookups of GET responses, by result: hit, stale (served while another rebuilds), miss (rebuilt), "
+    "waited (served another's rebuild), error (Redis failed: served from the database), off (breaker open).",
+    ["result"],
 )
 
 # Worker side (served by the worker on WORKER_METRICS_PORT)

@@ -1,20 +1,19 @@
 """Reads: pages of items newest first (keyset on the primary key) and single items."""
 
-import datetime as dt
 import uuid
 
+from app.http import rfc3339
 from app.models import Item
 
 _COLUMNS = ("id", "name", "description", "created_at")
 
 
 def _as_dict(row: dict) -> dict:
-    created_at: dt.datetime = row["created_at"]
     return {
         "id": str(row["id"]),
         "name": row["name"],
         "description": row["description"],
-        "created_at": created_at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "created_at": rfc3339(row["created_at"]),
     }
 
 

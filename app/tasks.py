@@ -2,14 +2,16 @@
 
 from celery import shared_task
 
+from app.messaging import messages
+from app.services import items_store
 
-@shared_task(name="items.store")
+
+@shared_task(name=messages.TASK_NAME)
 def items_store_task(items: list[dict]) -> int:
-    """Store accepted items.
+    """Store accepted items; runs only in the embedded default (CELERY_TASK_ALWAYS_EAGER: the POST runs it in
+    process). On the real stack the worker never runs this body: its consumer step (app/messaging/consumer.py)
+    reads the same messages in batches and calls the same service, with its own ack and dead-letter policy.
 
-    Idempotent: the insert skips ids already stored, so a redelivery after a worker crash or a client retry
-    stores each row once. Acknowledged late (CELERY_TASK_ACKS_LATE), after the rows are committed.
+    Idempotent: the insert skips ids already stored, so a retry stores each row once.
     """
-    from app.services import items_store  # app.services imports this module to publish
-
     return items_store(payloads=items)

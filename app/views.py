@@ -1,6 +1,5 @@
 """HTTP API for items: parse, call one service or selector, shape the answer."""
 
-import ipaddress
 import uuid
 
 from django.conf import settings
@@ -12,17 +11,14 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from app import response_cache
+from app import cache
 from app.cursor import cursor_decode, cursor_encode
 from app.http import accepted_json, conditional_json, json_bytes
+from app.params import DEFAULT_LIMIT, MAX_LIMIT, idempotency_key_from, limit_from
 from app.selectors import item_get, item_list
 from app.services import item_accept
-from project.client_ip import client_ip
-from project.errors import InvalidInput, InvalidParameter, NotFound
-
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-MAX_IDEMPOTENCY_KEY_CHARS = 255
+from project.errors import InvalidInput, NotFound
+from project.net import client_ip, is_allowlisted
 
 
 class StrictCharField(serializers.CharField):
@@ -46,40 +42,7 @@ class StrictCharField(serializers.CharField):
 
 def _post_rate(group: str, request: HttpRequest) -> str | None:
     """django-ratelimit's rate for POST; None (no limit) for allow-listed clients such as load generators."""
-    if settings.RATELIMIT_ALLOWLIST:
-        try:
-            address = ipaddress.ip_address(client_ip(request))
-        except ValueError:
-            return settings.RATELIMIT_POST_RATE
-        if any(address in ipaddress.ip_network(cidr, strict=False) for cidr in settings.RATELIMIT_ALLOWLIST):
-            return None
-    return settings.RATELIMIT_POST_RATE
-
-
-def parse_limit(raw: str | None) -> int | None:
-    """The page size asked for, or None when it is not a whole number from 1 to MAX_LIMIT."""
-    if raw is None:
-        return DEFAULT_LIMIT
-    # isascii: "²".isdigit() is true but int("²") fails; the length cap keeps int() away from huge strings.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= MAX_LIMIT):
-        return None
-    return int(raw)
-
-
-def _limit_from(raw: str | None) -> int:
-    limit = parse_limit(raw)
-    if limit is None:
-        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw[:40]!r}.")
-    return limit
-
-
-def _idempotency_key_from(request: HttpRequest) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
-        raise InvalidParameter(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters.")
-    return key
+    return None if is_allowlisted(client_ip(request)) else settings.RATELIMIT_POST_RATE
 
 
 _ITEM_SCHEMA = inline_serializer(
@@ -109,7 +72,7 @@ class ItemListCreateApi(APIView):
         ),
     )
     def get(self, request: Request) -> HttpResponse:
-        limit = _limit_from(request.query_params.get("limit"))
+        limit = limit_from(request.query_params.get("limit"))
         token = request.query_params.get("cursor")
         before = cursor_decode(token) if token is not None else None
 
@@ -118,7 +81,7 @@ class ItemListCreateApi(APIView):
             next_url = f"/items?limit={limit}&cursor={cursor_encode(next_before)}" if next_before else None
             return json_bytes({"results": items, "next": next_url})
 
-        etag, body = response_cache.get_or_build(response_cache.page_key(limit, token), build, versioned=True)
+        etag, body = cache.get_or_build(cache.page_key(limit, token), build, versioned=True)
         return conditional_json(request, body, etag)
 
     @extend_schema(
@@ -134,7 +97,9 @@ class ItemListCreateApi(APIView):
             raise InvalidInput('The body must be a JSON object such as {"name": "…", "description": "…"}.')
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        item_id = item_accept(**serializer.validated_data, idempotency_key=_idempotency_key_from(request))
+        item_id = item_accept(
+            **serializer.validated_data, idempotency_key=idempotency_key_from(request.headers.get("Idempotency-Key"))
+        )
         return accepted_json({"id": str(item_id), "status": "accepted"}, location=f"/items/{item_id}")
 
 
@@ -151,7 +116,7 @@ class ItemDetailApi(APIView):
             return json_bytes(item) if item is not None else None
 
         # Stored items never change: their entries need no version.
-        found = response_cache.get_or_build(response_cache.item_key(str(parsed_id)), build, versioned=False)
+        found = cache.get_or_build(cache.item_key(str(parsed_id)), build, versioned=False)
         if found is None:
             raise NotFound(f"No item with id {item_id}; an accepted item appears once the worker stores it.")
         return conditional_json(request, found[1], found[0])

@@ -2,7 +2,7 @@
 
 Run under the same gunicorn settings as the service (same workers, same worker class), so the only difference
 to get-app-hit is Django and the app's own work:
-    LOADTEST_BODY_FILE=items.json gunicorn -c deploy/gunicorn.conf.py loadtest.baseline_asgi:app
+    LOADTEST_BODY_FILE=items.json gunicorn -c deploy/web/gunicorn.conf.py loadtest.baseline_asgi:app
 """
 
 import os

@@ -1,10 +1,12 @@
-"""`python -m loadtest`: options, pre-flight checks, helper servers, the runs, the report, the exit status."""
+"""`python -m loadtest`: options, pre-flight checks, the native stack, the runs, the report, the exit status.
+
+The helper servers and the targets are prepared in loadtest/setup.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import os
 import shutil
 import signal
@@ -12,27 +14,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from loadtest import charts, meta, report
-from loadtest.runner import Context, Progress, RowCounter, run_all, run_sweep
+from loadtest.runner import Context, Progress, run_all, run_sweep
 from loadtest.scenarios import FRONT_TARGETS, RATIOS, SCENARIOS, WRK_THREADS, Plan
-from loadtest.servers import Server, count_recycles, http_get, start_gunicorn, start_proxy_nginx, start_static_nginx
-from loadtest.stack import REPO, Stack, find_stack, redact, stack_is_up, start_stack, stop_stack
+from loadtest.servers import Server, count_recycles
+from loadtest.setup import Fatal, Setup, prepare
+from loadtest.stack import redact, stack_is_up, start_stack, stop_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
-APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "noshed", *FRONT_TARGETS)}
-# Full run: every scenario x 3 runs x 15 s (overload* 30 s) + the sweep + POST drains. The 8 scenarios before
-# the overload benchmark took < 15 min on 2 cores; its 9 add ~12 min (measured alone, 3 rounds).
+# Full run: every scenario x 3 runs x 15 s (overload* 30 s) + the sweep + POST drains.
 FULL = {"runs": 3, "duration": 15, "post_requests": 3000, "warmup": 2, "sweep_duration": 5, "sweep_runs": 3}
 # Smoke: every scenario once, short; the whole run (stack start included) stays under 3 minutes.
 SMOKE = {"runs": 1, "duration": 3, "post_requests": 300, "warmup": 1, "sweep_duration": 2, "sweep_runs": 1}
 DEFAULT_CONNECTIONS = 100  # the design notes' -c100
 DEFAULT_SWEEP = "10,50,100,200"
-
-
-class Fatal(Exception):
-    """A missing prerequisite: printed as one line naming what is missing, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,57 +155,6 @@ def check_tools(plan: Plan) -> None:
         raise Fatal(f"{', '.join(missing)} not found: apt-get install {' '.join(missing)} (or make system-deps)")
 
 
-def _same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    local = {"127.0.0.1", "localhost", "::1"}
-    host_a = "local" if pa.hostname in local else pa.hostname
-    host_b = "local" if pb.hostname in local else pb.hostname
-    return (host_a, pa.port) == (host_b, pb.port)
-
-
-def _get_items(base_url: str, what: str) -> tuple[bytes, dict[str, str]]:
-    parts = urlsplit(base_url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise Fatal(f"{what} {base_url!r}: expected http://host:port (wrk and hey here speak plain HTTP)")
-    try:
-        status, headers, body = http_get(parts.hostname, parts.port or 80, (parts.path.rstrip("/") or "") + "/items")
-    except OSError as exc:
-        raise Fatal(
-            f"{what} {base_url}: GET /items failed ({exc}); is it running? (make stack, or --start-stack)"
-        ) from None
-    if status != 200:
-        raise Fatal(f"{what} {base_url}: GET /items answered {status}, expected 200")
-    return body, headers
-
-
-def _allowlisted(allowlist: str) -> bool:
-    loopback = ipaddress.ip_address("127.0.0.1")
-    for cidr in filter(None, (c.strip() for c in allowlist.split(","))):
-        with contextlib.suppress(ValueError):
-            if loopback in ipaddress.ip_network(cidr, strict=False):
-                return True
-    return False
-
-
-def _cache_statuses(base_url: str, probes: int = 5) -> str | None:
-    """X-Cache-Status of a few GET /items in a row, e.g. "HIT x4, UPDATING x1"; None when Nginx sends none."""
-    parts = urlsplit(base_url)
-    seen: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for _ in range(probes):
-            status = http_get(parts.hostname, parts.port or 80, "/items")[1].get("x-cache-status", "absent")
-            seen[status] = seen.get(status, 0) + 1
-    if not seen or set(seen) == {"absent"}:
-        return None
-    return ", ".join(f"{status} x{n}" for status, n in sorted(seen.items(), key=lambda item: -item[1]))
-
-
-def _app_reads_cache_switch() -> bool:
-    """Whether the app reads RESPONSE_CACHE_ENABLED yet (the caching issue); until then miss == hit."""
-    settings = REPO / "project" / "settings.py"
-    return settings.exists() and "RESPONSE_CACHE_ENABLED" in settings.read_text()
-
-
 def _interrupted(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -279,222 +224,69 @@ def execute(
     servers: list[Server],
     stack_started: bool,
 ) -> int:
+    """Prepare (loadtest.setup), run the scenarios and the sweep, write the report; returns the exit status."""
     clock_start = time.monotonic()
-    stack = find_stack()
-    warnings: list[str] = []
-    notes: list[str] = []
-    if args.base_url:
-        base_url = args.base_url.rstrip("/")
-    elif stack:
-        base_url = stack.http_url
-    else:
-        raise Fatal(
-            "no native stack here (.stack/env is missing) and no --base-url: run `make stack`, "
-            "or pass --start-stack, or --base-url http://host:port"
-        )
-    on_stack = stack is not None and _same_origin(base_url, stack.http_url)
-    app_url = (args.app_url or (stack.web_url if on_stack and stack else "")).rstrip("/")
-
-    progress.update(f"capturing GET {base_url}/items")
-    body, _ = _get_items(base_url, "--base-url")
-    (out_dir / "items.json").write_bytes(body)
-    urls = {"base": base_url}
-    skipped: dict[str, str] = {}
-    fronts: dict[str, tuple[Path, int]] = {}
-    app_env = dict(item.split("=", 1) for item in args.app_env if "=" in item)
-    if app_env:
-        notes.append("extra environment of the gunicorns started here (--app-env): " + ", ".join(args.app_env))
-    if args.front_limit_conn:
-        notes.append(f"--front-limit-conn {args.front_limit_conn}: the shedding-on front Nginx sheds past that many")
-    if app_url:
-        _get_items(app_url, "--app-url")
-        urls["app"] = app_url
-    else:
-        for name in APP_SCENARIOS & set(plan.scenarios):
-            skipped[name] = "needs --app-url (gunicorn directly; the native stack's is used by default)"
-
-    if on_stack and stack and not _allowlisted(stack.allowlist):
-        warnings.append(
-            f"the stack runs with RATELIMIT_ALLOWLIST={stack.allowlist!r}, which does not cover 127.0.0.1: the load "
-            "client is rate-limited (expect 429s). Restart it with `RATELIMIT_ALLOWLIST=127.0.0.1/32 make stack` "
-            "or let `--start-stack` start it."
-        )
-
-    row_counter, unavailable = None, ""
-    if any(SCENARIOS[name].writes for name in plan.scenarios):
-        database_url = args.database_url or (stack.database_direct_url if on_stack and stack else None)
-        if not database_url:
-            unavailable = "no database to count rows in: pass --database-url postgres://… (PostgreSQL itself)"
-        else:
-            try:
-                row_counter = RowCounter(database_url)
-            except ImportError:
-                unavailable = "psycopg2 is not installed (make install)"
-            except Exception as exc:  # psycopg2.OperationalError and friends: name the cause, go on without
-                unavailable = f"cannot connect to {redact({'u': database_url})['u']}: {str(exc).strip()[:160]}"
-        if unavailable:
-            warnings.append(f"lost-write check NOT RUN: {unavailable}")
-
-    gunicorn_base_env = _gunicorn_base_env(stack if on_stack else None)
-    stack_gunicorn_log = stack.directory / "log" / "gunicorn.log" if on_stack and stack else None
-    recycles_before = count_recycles(stack_gunicorn_log) if stack_gunicorn_log else 0
-    try:
-        if "baseline-nginx-static" in plan.scenarios:
-            progress.update("starting the baseline Nginx (static file)")
-            servers.append(start_static_nginx(out_dir / "baseline-nginx", body))
-            urls["static"] = servers[-1].url
-        if "baseline-asgi" in plan.scenarios:
-            progress.update("starting the baseline ASGI app under gunicorn")
-            servers.append(
-                start_gunicorn(
-                    "baseline asgi",
-                    "loadtest.baseline_asgi:app",
-                    base_env=gunicorn_base_env,
-                    work_dir=out_dir / "baseline-asgi",
-                    extra_env={"LOADTEST_BODY_FILE": str(out_dir / "items.json")},
-                    ready_path="/items",
-                )
-            )
-            urls["asgi"] = servers[-1].url
-        wanted = [n for n in plan.scenarios if n not in skipped]
-        miss_wanted = [n for n in wanted if SCENARIOS[n].target in ("miss", "miss-front")]
-        if miss_wanted:
-            if not (on_stack and stack):
-                for name in miss_wanted:
-                    skipped[name] = "needs the native stack's environment (.stack/env) for its second gunicorn"
-            else:
-                progress.update("starting the second app gunicorn (RESPONSE_CACHE_ENABLED=0)")
-                servers.append(
-                    start_gunicorn(
-                        "app gunicorn, cache off",
-                        "project.asgi:application",
-                        base_env=gunicorn_base_env,
-                        work_dir=out_dir / "app-miss",
-                        extra_env={"RESPONSE_CACHE_ENABLED": "0", **app_env},
-                        ready_path="/healthz",
-                    )
-                )
-                urls["miss"] = servers[-1].url
-        noshed_wanted = [n for n in wanted if SCENARIOS[n].target == "noshed-front"]
-        if noshed_wanted:
-            if not (on_stack and stack):
-                for name in noshed_wanted:
-                    skipped[name] = "needs the native stack's environment (.stack/env) for its gunicorn"
-            else:
-                progress.update("starting the app gunicorn without load shedding (LOAD_SHEDDING_ENABLED=0)")
-                servers.append(
-                    start_gunicorn(
-                        "app gunicorn, shedding off",
-                        "project.asgi:application",
-                        base_env=gunicorn_base_env,
-                        work_dir=out_dir / "app-noshed",
-                        extra_env={**app_env, "RESPONSE_CACHE_ENABLED": "0", "LOAD_SHEDDING_ENABLED": "0"},
-                        ready_path="/healthz",
-                    )
-                )
-                urls["noshed"] = servers[-1].url
-        for front, behind in FRONT_TARGETS.items():
-            if behind in urls and any(SCENARIOS[n].target == front for n in wanted if n not in skipped):
-                progress.update(f"starting the overload front Nginx ({front})")
-                gunicorn = next(server for server in servers if server.url == urls[behind])
-                limit_conn = args.front_limit_conn if behind == "miss" else 0
-                servers.append(start_proxy_nginx(f"front nginx, {behind}", out_dir / front, gunicorn.port, limit_conn))
-                urls[front] = servers[-1].url
-                fronts[front] = (out_dir / front / "access.log", gunicorn.proc.pid)
-    except RuntimeError as exc:
-        raise Fatal(str(exc)) from None
-    if "get-app-miss" in plan.scenarios and "miss" in urls and not _app_reads_cache_switch():
-        notes.append(
-            "get-app-miss: the app does not read RESPONSE_CACHE_ENABLED yet (the caching issue has not "
-            "landed), so it serves the same path as get-app-hit; a ratio near 1 is expected until then."
-        )
-    if "miss-front" in urls:
-        notes.append(
-            "peak-* and overload-* load a pass-through Nginx of their own (no micro-cache, no rate limits) in front "
-            "of an app gunicorn with the response cache off: through the stack's Nginx the micro-cache (and in the "
-            "app the cache fast path) would answer every GET and the app's load shedding would never be reached. "
-            "The front's access log gives the latency of each status apart (raw/*.access.log)."
-        )
-    if "get-nginx-hit" in plan.scenarios:
-        notes.append(
-            "X-Cache-Status of 5 GET /items in a row through Nginx before the runs: "
-            f"{_cache_statuses(base_url) or 'absent (not the stack Nginx?)'}"
-        )
-
+    setup = prepare(args, plan, out_dir, progress, servers)
     ctx = Context(
         plan=plan,
         out_dir=out_dir,
-        urls=urls,
+        urls=setup.urls,
         progress=progress,
-        row_counter=row_counter,
-        lost_write_unavailable=unavailable,
+        row_counter=setup.row_counter,
+        lost_write_unavailable=setup.lost_write_unavailable,
         servers=servers,
-        skipped=skipped,
+        skipped=setup.skipped,
         run_id_prefix=started_at,
-        fronts=fronts,
+        fronts=setup.fronts,
     )
     scenarios = run_all(ctx, plan.scenarios)
-    sweep = run_sweep(ctx) if "app" in urls else []
-    if plan.sweep_connections and "app" not in urls:
-        notes.append("latency sweep skipped: needs --app-url")
-
-    recycles = {s.name: count_recycles(s.log) for s in servers if "gunicorn" in s.argv[0]}
-    if stack_gunicorn_log:
-        recycles["stack gunicorn"] = count_recycles(stack_gunicorn_log) - recycles_before
-    if any(recycles.values()):
-        notes.append(
-            "gunicorn recycled workers during the runs (max_requests in deploy/gunicorn.conf.py): "
-            + ", ".join(f"{name} {n}" for name, n in recycles.items())
-            + ". Each recycle closes that worker's connections (wrk counts read errors) and costs a worker boot."
-        )
+    sweep = run_sweep(ctx) if "app" in ctx.urls else []
+    if plan.sweep_connections and "app" not in ctx.urls:
+        setup.notes.append("latency sweep skipped: needs --app-url")
+    setup.notes.extend(_recycle_notes(setup, servers))
 
     results = assemble(
-        args,
-        plan,
-        ctx,
-        scenarios,
-        sweep,
-        started_at,
-        clock_start,
-        stack,
-        on_stack,
-        stack_started,
-        gunicorn_base_env,
-        body,
-        warnings,
-        notes,
+        ctx=ctx,
+        setup=setup,
+        scenarios=scenarios,
+        sweep=sweep,
+        started_at=started_at,
+        clock_start=clock_start,
+        stack_started=stack_started,
     )
-    if row_counter:
+    if setup.row_counter:
         with contextlib.suppress(Exception):
-            results["versions"]["database"] = row_counter.server_version()
-        row_counter.close()
+            results["versions"]["database"] = setup.row_counter.server_version()
+        setup.row_counter.close()
     return finish(results, out_dir, progress)
 
 
-def _gunicorn_base_env(stack: Stack | None) -> dict[str, str]:
-    """The stack gunicorn's own environment (its /proc entry), so the extra gunicorns run exactly like it;
-    without one, this process's environment plus .stack/env."""
-    if stack and stack.gunicorn_env:
-        return dict(stack.gunicorn_env)
-    return {**os.environ, **(stack.env if stack else {})}
+def _recycle_notes(setup: Setup, servers: list[Server]) -> list[str]:
+    """A note when any gunicorn, the stack's or one started here, recycled workers during the runs."""
+    recycles = {s.name: count_recycles(s.log) for s in servers if "gunicorn" in s.argv[0]}
+    if setup.stack_gunicorn_log:
+        recycles["stack gunicorn"] = count_recycles(setup.stack_gunicorn_log) - setup.recycles_before
+    if not any(recycles.values()):
+        return []
+    return [
+        "gunicorn recycled workers during the runs (max_requests in deploy/web/gunicorn.conf.py): "
+        + ", ".join(f"{name} {n}" for name, n in recycles.items())
+        + ". Each recycle closes that worker's connections (wrk counts read errors) and costs a worker boot."
+    ]
 
 
 def assemble(
-    args,
-    plan: Plan,
+    *,
     ctx: Context,
+    setup: Setup,
     scenarios: dict,
     sweep: list,
     started_at: str,
     clock_start: float,
-    stack: Stack | None,
-    on_stack: bool,
     stack_started: bool,
-    gunicorn_env: dict[str, str],
-    body: bytes,
-    warnings: list[str],
-    notes: list[str],
 ) -> dict:
+    """results.json's content: the configuration in force, every scenario, the ratios and the verdicts."""
+    plan, stack, on_stack, gunicorn_env = ctx.plan, setup.stack, setup.on_stack, setup.gunicorn_env
     failures = [
         f"{name} run {run['run']}: {run['error']}"
         for name, entry in scenarios.items()
@@ -503,7 +295,7 @@ def assemble(
     ]
     rate_limited = sum(entry.get("statuses_total", {}).get("429", 0) for entry in scenarios.values())
     if rate_limited:
-        warnings.append(
+        setup.warnings.append(
             f"{rate_limited} answers were 429 (rate limited): the load client is not allow-listed "
             "(RATELIMIT_ALLOWLIST), so these figures measure the rate limiter, not the service."
         )
@@ -550,7 +342,7 @@ def assemble(
             else None,
             # What the service's processes read from their environment (the stack gunicorn's own, when found).
             "service_env": in_force,
-            "captured_body_bytes": len(body),
+            "captured_body_bytes": len(setup.body),
             "helper_servers": [{"name": s.name, "url": s.url, "command": " ".join(s.argv)} for s in ctx.servers],
         },
         "commands": ctx.commands,
@@ -560,8 +352,8 @@ def assemble(
         "sweep": sweep,
         "lost_write": {"ok": all(c.get("ok") is not False for c in checks), "checks": checks},
         "failures": failures,
-        "warnings": warnings,
-        "notes": notes,
+        "warnings": setup.warnings,
+        "notes": setup.notes,
         "ratio_definitions": [{"numerator": n, "denominator": d, "meaning": m} for n, d, m in RATIOS],
     }
 

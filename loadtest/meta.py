@@ -84,16 +84,15 @@ def machine() -> dict:
 
 
 # How the service reads its environment: env_str("NAME"…) in project/env.py's helpers, os.environ.get("NAME")
-# in deploy/gunicorn.conf.py. Scanning for these keeps the report's config in step with the code.
+# in the gunicorn config (servers.GUNICORN_CONF). Scanning for these keeps the report's config in step with the code.
 _ENV_READ = re.compile(r"""(?:env_[a-z]+\(|environ\.get\(|getenv\(|environ\[)\s*["']([A-Z][A-Z0-9_]*)["']""")
-_ENV_SOURCES = ("project", "app", "deploy/gunicorn.conf.py")
+_ENV_SOURCES = (REPO / "project", REPO / "app", GUNICORN_CONF)
 
 
 def env_names_read() -> set[str]:
     """Every environment variable the app, its settings and gunicorn.conf.py read."""
     names: set[str] = set()
-    for source in _ENV_SOURCES:
-        path = REPO / source
+    for path in _ENV_SOURCES:
         for file in [path] if path.is_file() else path.rglob("*.py"):
             with contextlib.suppress(OSError):
                 names.update(_ENV_READ.findall(file.read_text()))

@@ -1,23 +1,34 @@
-"""ASGI entry point: gunicorn with uvicorn workers in production, uvicorn alone for `make run`."""
+"""ASGI entry point (gunicorn with uvicorn workers in production, uvicorn alone for `make run`), and the one place
+that says what wraps Django's handler, outermost first."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-from project.request_threads import get_asgi_application  # Django's, with kept threads
+from project.asgi_stack.handler import get_asgi_application  # Django's, with kept request threads
 
-application = get_asgi_application()
+django_application = get_asgi_application()
 
 from project.startup import refuse_unsafe_production  # noqa: E402  (needs the apps loaded above)
 
 refuse_unsafe_production()
 
-from app import response_cache  # noqa: E402
-from app.fast_path import FastPath  # noqa: E402
-from project.middleware.load_shedding import with_load_shedding  # noqa: E402
+from django.conf import settings  # noqa: E402
 
-# Outermost first: cache hits (cheapest of all, never shed), then load shedding, then Django.
-application = with_load_shedding(application, asgi=True)
-if response_cache.enabled():
-    # Cache hits are answered before Django's request cycle; everything else reaches Django as before.
-    application = FastPath(application)
+from app import cache  # noqa: E402
+from app.fast_path import FastPath  # noqa: E402
+from project.asgi_stack.access_log import AccessLog  # noqa: E402
+from project.asgi_stack.shedding import LoadShedding  # noqa: E402
+
+PIPELINE = [
+    # One line per request, fast-path hits included (shed requests are only counted).
+    AccessLog if settings.ACCESS_LOG else None,
+    # Fresh cache hits of GET /items*, answered before Django: the cheapest answer there is, never shed.
+    FastPath if cache.enabled() else None,
+    # Admit, queue on the event loop, or answer 503 overloaded before Django pays for a request cycle.
+    LoadShedding if settings.LOAD_SHEDDING_ENABLED else None,
+]
+
+application = django_application
+for wrapper in reversed([w for w in PIPELINE if w is not None]):
+    application = wrapper(application)

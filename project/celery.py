@@ -1,5 +1,5 @@
-"""The Celery app: configured from Django settings (CELERY_*), tasks in app/tasks.py, and the batching
-consumer step that stores POSTed items (app/batch_consumer.py)."""
+"""The Celery app: configured from Django settings (CELERY_*), tasks in app/tasks.py. The items app adds its
+batching consumer step (app/messaging/consumer.py) when Django loads it (app/apps.py)."""
 
 import os
 
@@ -11,15 +11,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 app = Celery("items")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-
-def _add_worker_steps() -> None:
-    from app.batch_consumer import ItemsBatchConsumer
-
-    app.steps["consumer"].add(ItemsBatchConsumer)
-
-
-_add_worker_steps()
 
 
 @worker_init.connect

@@ -72,26 +72,12 @@ class UnsupportedMediaType(ApiError):
     status, code, detail = 415, "unsupported_media_type", "Send the body as Content-Type: application/json."
 
 
-class IdempotencyConflict(ApiError):
-    status, code = 422, "idempotency_conflict"
-    detail = "This Idempotency-Key was already used with a different body; use a new key for a new item."
-
-
 class RateLimited(ApiError):
     status, code, detail, retry_after_s = 429, "rate_limited", "Too many requests; slow down.", 60
 
 
 class Overloaded(ApiError):
     status, code, detail, retry_after_s = 503, "overloaded", "The server is overloaded; retry shortly.", 1
-
-
-class QueueFull(ApiError):
-    status, code, detail, retry_after_s = 503, "queue_full", "The write queue is full; retry shortly.", 2
-
-
-class BrokerUnavailable(ApiError):
-    status, code, retry_after_s = 503, "broker_unavailable", 5
-    detail = "The write queue is unreachable, so the item was not accepted; retry shortly."
 
 
 class DatabaseUnavailable(ApiError):

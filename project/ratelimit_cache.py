@@ -11,14 +11,12 @@ import logging
 
 from django_prometheus.cache.backends.redis import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
-from prometheus_client import Counter
 from redis.exceptions import RedisError
+
+from project import metrics
 
 logger = logging.getLogger(__name__)
 
-fail_open_total = Counter(
-    "items_ratelimit_fail_open_total", "Rate-limit checks let through because the counter store was unreachable."
-)
 _UNREACHABLE = (ConnectionInterrupted, RedisError, OSError)
 
 
@@ -42,6 +40,6 @@ class FailOpenRedisCache(RedisCache):
             return self._fail_open(exc)
 
     def _fail_open(self, exc: Exception) -> None:
-        fail_open_total.inc()
+        metrics.ratelimit_fail_open_total.inc()
         logger.warning("rate-limit counter store unreachable, failing open: %r", exc)
         return None

@@ -185,9 +185,10 @@ PUBLISH_CONFIRM_TIMEOUT_S = env_float("PUBLISH_CONFIRM_TIMEOUT_S", 2.0, minimum=
 # Hard cap of the items queue (x-max-length with reject-publish): past it the broker refuses new messages.
 ITEMS_QUEUE_MAX_LENGTH = env_int("ITEMS_QUEUE_MAX_LENGTH", 100_000, minimum=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# The worker consumes the items queue through app.batch_consumer (a consumer step), not as one task per
-# message; its pool only serves the default queue, which nothing uses, so one process is enough.
-CELERY_WORKER_CONCURRENCY = 1
+# The worker consumes the items queue through the consumer step registered in project/celery.py, not as one
+# task per message; its pool only serves the default queue. The one place its size is set: deploy/worker/start
+# passes no --concurrency, so the native stack, the images and compose all run this value.
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 2, minimum=1)
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)  # 0: not served
 WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
 
@@ -238,7 +239,7 @@ RATELIMIT_POST_RATE = env_str("RATELIMIT_POST_RATE", "5/m")
 RATELIMIT_ALLOWLIST = env_list("RATELIMIT_ALLOWLIST")
 # Peers whose X-Forwarded-For / X-Real-IP we believe (Nginx); anybody else's headers are ignored.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
-RATELIMIT_IP_META_KEY = "project.client_ip.client_ip"
+RATELIMIT_IP_META_KEY = "project.net.client_ip"
 RATELIMIT_VIEW = "project.errors.ratelimited_view"
 # Redis down must not turn POSTs into 500s: the counters live behind a backend that fails open (counted in
 # items_ratelimit_fail_open_total; Nginx's per-IP limit still stands in front).
@@ -315,11 +316,24 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "access": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "line"},
+        "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+    },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
-    "loggers": {"django.request": {"level": "ERROR"}},  # 4xx are answers, not incidents
+    "loggers": {
+        "django.request": {"level": "ERROR"},  # 4xx are answers, not incidents
+        # project/asgi_stack/access_log.py: the line is the whole record, on stdout as access logs are.
+        "items.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
 }
+# One access line per request from the outermost ASGI wrapper (0 turns it off, e.g. for load tests; Nginx keeps
+# its own).
+ACCESS_LOG = env_bool("ACCESS_LOG", default=True)
 
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -1,4 +1,5 @@
-"""WSGI entry point, for servers that do not speak ASGI; production runs project.asgi."""
+"""WSGI entry point, for servers that do not speak ASGI. Production runs project.asgi: the wrappers in front of
+Django (load shedding, the cache fast path, the access log) are ASGI only."""
 
 import os
 
@@ -11,7 +12,3 @@ application = get_wsgi_application()
 from project.startup import refuse_unsafe_production  # noqa: E402  (needs the apps loaded above)
 
 refuse_unsafe_production()
-
-from project.middleware.load_shedding import with_load_shedding  # noqa: E402
-
-application = with_load_shedding(application, asgi=False)

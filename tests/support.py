@@ -4,8 +4,12 @@ import json
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+# The repository's root: where manage.py, deploy/ and README.md are.
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_ports(count: int) -> list[int]:

@@ -77,7 +77,7 @@ def second_web(stack, tmp_path: Path, name: str, env: dict[str, str]) -> Iterato
         "project.asgi:application",
         base_env=stack.env,
         work_dir=tmp_path / "web",
-        extra_env={"WEB_CONCURRENCY": "1", "GUNICORN_ACCESS_LOG": "", **env},
+        extra_env={"WEB_CONCURRENCY": "1", "ACCESS_LOG": "0", **env},
         ready_path="/healthz",
     )
     try:

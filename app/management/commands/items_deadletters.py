@@ -7,22 +7,21 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from kombu import Connection, Message, Producer
 
-from app.queues import ITEMS_QUEUE, dead_letter_queue, items_queue
-
-_OUR_HEADERS = ("x-items-error", "x-items-reason", "x-items-attempts", "x-items-dead-lettered-at")
+from app.messaging import messages
+from app.messaging.queues import ITEMS_QUEUE, dead_letter_queue, items_queue
 
 
 def _item_ids(message: Message) -> list[str]:
     try:
-        return [str(item.get("id")) for item in json.loads(message.body)[0][0]]
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError):
+        return messages.item_ids(json.loads(message.body))
+    except ValueError:  # not JSON
         return ["?"]
 
 
 def _why(message: Message) -> tuple[str, str]:
     headers = message.headers or {}
-    if "x-items-reason" in headers:
-        return headers["x-items-reason"], headers.get("x-items-error", "")
+    if messages.REASON_HEADER in headers:
+        return headers[messages.REASON_HEADER], headers.get(messages.ERROR_HEADER, "")
     # Dead-lettered by RabbitMQ itself: x-delivery-limit reached (the worker kept dying on it).
     deaths = headers.get("x-death") or [{}]
     return str(deaths[0].get("reason", "unknown")), "redelivered past the queue's x-delivery-limit"
@@ -65,9 +64,9 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(messages)} dead-lettered message(s)")
         for message in messages:
             reason, error = _why(message)
-            when = (message.headers or {}).get("x-items-dead-lettered-at")
+            when = (message.headers or {}).get(messages.DEAD_LETTERED_AT_HEADER)
             at = dt.datetime.fromtimestamp(when, tz=dt.UTC).isoformat(timespec="seconds") if when else "-"
-            attempts = (message.headers or {}).get("x-items-attempts", "-")
+            attempts = (message.headers or {}).get(messages.ATTEMPTS_HEADER, "-")
             self.stdout.write(f"{','.join(_item_ids(message))}\t{reason}\tattempts={attempts}\t{at}\t{error[:120]}")
 
     def _show(self, messages: list[Message], item_id: str) -> None:
@@ -87,14 +86,13 @@ class Command(BaseCommand):
         if not messages:
             raise CommandError("Nothing to replay.")
         for message in messages:
-            headers = {k: v for k, v in (message.headers or {}).items() if k not in _OUR_HEADERS and k != "x-death"}
             producer.publish(
                 message.body,
                 exchange=items_queue().exchange,
                 routing_key=ITEMS_QUEUE,
                 content_type=message.content_type,
                 content_encoding=message.content_encoding,
-                headers=headers,
+                headers=messages.replay_headers(message.headers),
                 delivery_mode=2,
                 declare=[items_queue()],
             )  # confirmed before it returns (confirm_publish)

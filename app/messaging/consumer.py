@@ -1,0 +1,189 @@
+"""The worker side of the write path: a Celery consumer step that stores `items.store` messages in batches.
+
+Celery runs one task per message; at thousands of POSTs a second that is one INSERT and one commit per item.
+This step consumes the `items` queue itself and executes the same task for many messages at once: one
+`INSERT … ON CONFLICT (id) DO NOTHING` per batch, then acks every message of the batch (acks late: a worker
+killed mid-batch leaves them unacked and RabbitMQ redelivers them; the insert ignores ids already stored).
+
+Failure policy:
+- a transient database error (connection refused or lost: PgBouncer or PostgreSQL down) retries the whole batch
+  with exponential backoff and jitter, for as long as it takes, holding the messages unacked — nothing is lost;
+- any other error isolates the batch: each message is stored alone, up to MAX_ATTEMPTS tries, and one that still
+  fails (it can never be stored) is copied to the dead-letter queue with the error and acked, while the rest are
+  stored. `manage.py items_deadletters` lists, shows and replays them;
+- a failed bump of the response cache's version after a commit is retried with backoff before the acks, then
+  owed and retried on every tick (app.cache.bump_version): the batch is acked either way.
+"""
+
+import logging
+import random
+import time
+
+from amqp.exceptions import AMQPError
+from celery import bootsteps
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from kombu import Consumer, Message, Producer
+
+from app import cache, metrics
+from app.messaging import messages
+from app.messaging.queues import dead_letter_exchange, dead_letter_queue, items_queue
+from app.services import items_store
+
+logger = logging.getLogger(__name__)
+
+# Messages per INSERT. Larger batches amortise the commit further but hold more messages unacked (and so
+# redelivered) if the worker dies; 250 rows is a few milliseconds of PostgreSQL time.
+BATCH_MAX = 250
+# Unacked messages RabbitMQ may hand us: two batches, so the next one fills while this one commits.
+PREFETCH = 2 * BATCH_MAX
+# How long a partial batch may wait for company. Bounds the added staleness; the Nginx micro-cache TTL is 1 s.
+FLUSH_INTERVAL_S = 0.05
+# Tries of a single message that fails for a reason other than a lost connection, before it is dead-lettered.
+MAX_ATTEMPTS = 3
+# Backoff of transient retries: 0.1 s doubling to 5 s, with full jitter so that workers do not retry in step.
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def _ack(message: Message) -> None:
+    """Ack, tolerating a channel that died since delivery: RabbitMQ then redelivers the message, and storing it
+    again is a no-op (ON CONFLICT DO NOTHING)."""
+    try:
+        message.ack()
+    except (AMQPError, OSError) as exc:
+        logger.warning("ack failed (%r); the broker will redeliver and the insert will skip it", exc)
+
+
+def _backoff_s(attempt: int) -> float:
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311 (jitter, not crypto)
+
+
+class ItemsBatchConsumer(bootsteps.ConsumerStep):
+    """Consumes the `items` queue on a channel of its own and flushes a batch when full or every 50 ms."""
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.buffer: list[tuple[list[dict], Message]] = []
+        self.dead_letter_producer: Producer | None = None
+
+    def get_consumers(self, channel):
+        dead_letter_queue(channel).declare()  # also declares the dead-letter exchange it is bound to
+        self.dead_letter_producer = Producer(channel, exchange=dead_letter_exchange)
+        return [
+            Consumer(
+                channel,
+                queues=[items_queue()],
+                callbacks=[self.on_message],
+                accept=["json"],
+                prefetch_count=PREFETCH,
+            )
+        ]
+
+    def start(self, c):
+        super().start(c)
+        cache.owe_version_bump()  # paid on the first tick: see app.cache.bump_version
+        self.flush_timer = c.timer.call_repeatedly(FLUSH_INTERVAL_S, self.tick)
+
+    def tick(self) -> None:
+        self.flush()
+        cache.settle_version()
+
+    def stop(self, c):
+        # Also called when the broker connection is lost (Celery restarts its consumer steps): store what we
+        # hold, since the rows are good either way; acks on the dead channel fail and RabbitMQ redelivers.
+        self.flush_timer.cancel()
+        self.flush()
+        super().stop(c)
+
+    def on_message(self, body, message: Message) -> None:
+        try:
+            items = messages.items_of(body)
+        except ValueError as exc:
+            self._dead_letter(message, exc, reason="malformed")
+            return
+        self.buffer.append((items, message))
+        if len(self.buffer) >= BATCH_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        batch, self.buffer = self.buffer, []
+        attempt = 0
+        while True:
+            try:
+                self._store([item for items, _ in batch for item in items])
+                break
+            except Exception as exc:
+                if not _is_transient(exc):
+                    logger.warning("batch of %d failed (%r); storing its messages one by one", len(batch), exc)
+                    self._store_one_by_one(batch)
+                    return
+                metrics.store_retries.inc()
+                wait_s = _backoff_s(attempt)
+                logger.warning("database unavailable (%s); retrying %d messages in %.2f s", exc, len(batch), wait_s)
+                time.sleep(wait_s)
+                attempt += 1
+        # items_store has bumped the cache version (or tried with backoff, then left it owed). Ack even if Redis
+        # is still down: holding the batch would stall the worker once PREFETCH messages are unacked, turning a
+        # cache outage into a write outage (queue_full), and the rows are committed. Staleness stays bounded: the
+        # owed bump is retried on every tick until Redis answers, and a restarted worker bumps at start.
+        for _, message in batch:
+            _ack(message)
+        metrics.batch_size.observe(len(batch))
+
+    def _store(self, items: list[dict]) -> None:
+        try:
+            items_store(payloads=items)
+        except Exception:
+            # A broken connection must not be reused by the retry; Django reconnects on the next query.
+            connection.close()
+            raise
+        finally:
+            close_old_connections()
+        metrics.stored_rows.inc(len(items))
+
+    def _store_one_by_one(self, batch: list[tuple[list[dict], Message]]) -> None:
+        for items, message in batch:
+            failures, transient_retries = 0, 0
+            while True:
+                try:
+                    self._store(items)
+                except Exception as exc:
+                    if _is_transient(exc):  # the database went away meanwhile: wait for it, count no attempt
+                        metrics.store_retries.inc()
+                        time.sleep(_backoff_s(transient_retries))
+                        transient_retries += 1
+                        continue
+                    failures += 1
+                    if failures < MAX_ATTEMPTS:
+                        time.sleep(_backoff_s(failures))
+                        continue
+                    self._dead_letter(message, exc, reason="unstorable", attempts=MAX_ATTEMPTS)
+                else:
+                    _ack(message)
+                    metrics.batch_size.observe(1)
+                break
+
+    def _dead_letter(self, message: Message, exc: Exception, *, reason: str, attempts: int = 1) -> None:
+        """Copy the message to the dead-letter queue with why it failed, then ack the original.
+
+        Publish before ack: a crash in between leaves a duplicate in the dead-letter queue, never a loss
+        (replaying it twice is harmless, the insert is idempotent).
+        """
+        logger.error("dead-lettering a message (%s after %d attempts): %r", reason, attempts, exc)
+        self.dead_letter_producer.publish(
+            message.body,
+            routing_key=dead_letter_queue.routing_key,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            headers=messages.dead_letter_headers(message.headers, exc, reason=reason, attempts=attempts),
+            delivery_mode=2,
+            declare=[dead_letter_queue],
+        )
+        _ack(message)
+        metrics.dead_lettered.labels(reason=reason).inc()

@@ -1,0 +1,190 @@
+"""The component table: every process of the stack, in dependency order, with its health check. Built on call."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.stack.config import DEPLOY, REPO, VENV_BIN, Config
+from deploy.stack.logs import logged_since_start
+from deploy.stack.prepare import create_database
+
+# One start script per app process: the images and compose call the same ones, so each command line is written once.
+WEB_START = DEPLOY / "web" / "start"
+WORKER_START = DEPLOY / "worker" / "start"
+MIGRATE_START = DEPLOY / "migrate" / "start"
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    healthy: Callable[[], bool]
+    address: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = REPO
+    as_service_user: bool = False
+    stop_signal: int = signal.SIGTERM
+    start_timeout_s: float = 30
+    stop_timeout_s: float = 20
+    oneshot: bool = False  # runs to completion once per `up` (migrations) instead of being supervised
+    # Run once it is first healthy, before the next component starts; returns an error message or None.
+    after_healthy: Callable[[], str | None] | None = None
+
+
+# --- Health checks: each answers "is it serving?" within a second or two -------------------------------------
+
+
+def tcp_exchange(port: int, send: bytes, expect: bytes) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            if send:
+                sock.sendall(send)
+            return not expect or sock.recv(len(expect)) == expect
+    except OSError:
+        return False
+
+
+def http_status(port: int, path: str) -> int | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def pg_ready(cfg: Config, port: int) -> bool:
+    command = [cfg.binaries["pg_isready"], "-q", "-h", "127.0.0.1", "-p", str(port), "-U", cfg.pg_user, "-t", "2"]
+    return subprocess.run(command, check=False).returncode == 0
+
+
+# --- The table -----------------------------------------------------------------------------------------------
+
+
+def start_script_env() -> dict[str, str]:
+    """The start scripts run `gunicorn`, `celery` and `python` from PATH: the virtualenv's come first."""
+    return {"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+
+def build(cfg: Config) -> list[Component]:
+    """Every component in dependency order: each starts only once the ones before it are healthy."""
+    ports, bins, conf, data = cfg.ports, cfg.binaries, cfg.conf, cfg.data
+    pg, bouncer, redis = ports["STACK_PG_PORT"], ports["STACK_PGBOUNCER_PORT"], ports["STACK_REDIS_PORT"]
+    amqp, epmd, web = ports["STACK_AMQP_PORT"], ports["STACK_EPMD_PORT"], ports["STACK_WEB_PORT"]
+    http_, worker_metrics = ports["STACK_HTTP_PORT"], ports["STACK_WORKER_METRICS_PORT"]
+    erlang_env = {"ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1"}
+    postgres_conf = f"config_file={conf / 'postgres/postgresql.conf'}"
+    postgres_hba = f"hba_file={conf / 'postgres/pg_hba.conf'}"
+    nginx_conf, nginx_globals = str(conf / "nginx/nginx.conf"), f"daemon off; pid {data / 'nginx/nginx.pid'};"
+    return [
+        Component(
+            name="postgres",
+            argv=[bins["postgres"], "-D", str(data / "postgres"), "-c", postgres_conf, "-c", postgres_hba],
+            healthy=lambda: pg_ready(cfg, pg),
+            address=f"127.0.0.1:{pg} (direct: migrations and psql only)",
+            cwd=data / "postgres",
+            as_service_user=True,
+            stop_signal=signal.SIGINT,  # "fast" shutdown; SIGTERM ("smart") waits for PgBouncer's idle connections
+            after_healthy=lambda: create_database(cfg),
+        ),
+        Component(
+            name="pgbouncer",
+            argv=[bins["pgbouncer"], str(conf / "pgbouncer/pgbouncer.ini")],
+            healthy=lambda: pg_ready(cfg, bouncer),
+            address=f"127.0.0.1:{bouncer} (DATABASE_URL)",
+            cwd=data / "postgres",
+            as_service_user=True,
+        ),
+        Component(
+            name="redis",
+            argv=[bins["redis-server"], str(conf / "redis/redis.conf")],
+            healthy=lambda: tcp_exchange(redis, b"PING\r\n", b"+PONG"),
+            address=f"127.0.0.1:{redis}",
+        ),
+        Component(
+            name="epmd",
+            argv=[bins["epmd"], "-port", str(epmd), "-address", "127.0.0.1"],
+            healthy=lambda: tcp_exchange(epmd, b"", b""),
+            address=f"127.0.0.1:{epmd} (Erlang port mapper for RabbitMQ)",
+            env=erlang_env,
+        ),
+        Component(
+            name="rabbitmq",
+            argv=[bins["rabbitmq-server"]],
+            # The broker opens its AMQP listener last in its boot, so a protocol greeting means ready.
+            healthy=lambda: tcp_exchange(amqp, b"AMQP\x00\x00\x09\x01", b"\x01"),
+            address=f"127.0.0.1:{amqp} (node {cfg.mq_node})",
+            env={
+                **erlang_env,
+                "RABBITMQ_NODENAME": cfg.mq_node,
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                "RABBITMQ_NODE_PORT": str(amqp),
+                "RABBITMQ_DIST_PORT": str(ports["STACK_AMQP_DIST_PORT"]),
+                "RABBITMQ_CONFIG_FILE": str(conf / "rabbitmq/rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(conf / "rabbitmq/advanced.config"),  # absent: none
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(conf / "rabbitmq/enabled_plugins"),
+                "RABBITMQ_CONF_ENV_FILE": "/dev/null",  # not the system-wide rabbitmq-env.conf and its NODENAME
+                "RABBITMQ_MNESIA_BASE": str(data / "rabbitmq/mnesia"),
+                "RABBITMQ_LOG_BASE": str(cfg.log / "rabbitmq"),
+                "RABBITMQ_PID_FILE": str(data / "rabbitmq/beam.pid"),
+                # Our epmd is supervised above; the node must not spawn a daemon epmd that `down` didn't start.
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}",
+                "HOME": str(data / "rabbitmq"),  # the Erlang cookie lives here, not in root's home
+            },
+            start_timeout_s=90,
+            stop_timeout_s=30,
+        ),
+        Component(
+            name="migrate",
+            argv=[str(MIGRATE_START)],
+            healthy=lambda: True,
+            # Once, against PostgreSQL itself: DDL and advisory locks do not belong on a transaction pool.
+            env={**start_script_env(), "DATABASE_URL": cfg.database_url("STACK_PG_PORT")},
+            start_timeout_s=180,
+            oneshot=True,
+        ),
+        Component(
+            name="gunicorn",
+            argv=[str(WEB_START)],
+            healthy=lambda: http_status(web, "/healthz") == 200,
+            address=f"127.0.0.1:{web} (gunicorn, uvicorn workers)",
+            env={
+                **start_script_env(),
+                "GUNICORN_BIND": f"127.0.0.1:{web}",
+                # Only gunicorn's workers share this dir (wiped at its start); the Celery worker serves its
+                # own metrics, so its counters are neither summed in here nor wiped by a gunicorn restart.
+                "PROMETHEUS_MULTIPROC_DIR": str(cfg.run / "prometheus"),
+            },
+            start_timeout_s=60,
+            stop_timeout_s=30,  # > graceful_timeout in deploy/web/gunicorn.conf.py
+        ),
+        Component(
+            name="celery",
+            argv=[str(WORKER_START)],
+            healthy=lambda: logged_since_start(cfg.log, "celery", b" ready."),
+            address=f"metrics on http://127.0.0.1:{worker_metrics}/metrics",
+            env={**start_script_env(), "WORKER_METRICS_PORT": str(worker_metrics), "WORKER_METRICS_ADDR": "127.0.0.1"},
+            start_timeout_s=60,
+            stop_timeout_s=30,
+        ),
+        Component(
+            name="nginx",
+            argv=[bins["nginx"], "-p", f"{data / 'nginx'}/", "-c", nginx_conf, "-e", "stderr", "-g", nginx_globals],
+            healthy=lambda: http_status(http_, "/healthz") is not None,
+            address=f"http://127.0.0.1:{http_}/ (public)",
+            stop_signal=signal.SIGQUIT,  # graceful: finish in-flight requests
+        ),
+    ]
+
+
+def supervised(components: list[Component]) -> list[Component]:
+    return [c for c in components if not c.oneshot]

@@ -1,0 +1,94 @@
+"""Gunicorn settings for the items API: uvicorn workers behind Nginx, metrics aggregated across workers."""
+
+import gc
+import logging
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+from uvicorn_worker import UvicornWorker
+
+# --- Sockets and workers -------------------------------------------------------------------------------------
+# Loopback by default: only Nginx should reach gunicorn (compose sets 0.0.0.0:8000 on the private network).
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+# Async workers: one event loop per core saturates the CPU; the 2*cores+1 rule is for blocking sync workers.
+workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
+# Overload is answered by the app's load shedder (project/middleware/load_shedding.py: a few requests running per
+# worker, a time-bounded queue on the event loop, 503 `overloaded` with the envelope and Retry-After for the
+# rest), not by the layers below it:
+# - backlog: connections the kernel queues while every worker is busy (capped by net.core.somaxconn, 4096 on
+#   Debian 12). Generous on purpose: a full backlog means refused connections, which Nginx turns into 502s and
+#   a direct client into resets. Time spent waiting there is not lost on us: Nginx stamps X-Request-Start
+#   before connecting, and the shedder answers 503 to a request that waited longer than
+#   SHED_MAX_QUEUE_TIME_MS.
+# - uvicorn's limit_concurrency (connections + tasks per worker) answers a plain-text 503 without envelope or
+#   Retry-After, and counts Nginx's idle keepalive connections too: set low, it would shed healthy traffic in
+#   place of our shedder. It is kept only as a memory guard, far above what the shedder holds per worker (at
+#   most SHED_LIMIT_MAX = 64 running, a queue bounded by SHED_QUEUE_TARGET_MS, ~70-140 at 400 ms on 2 cores, and
+#   503s held back by SHED_REJECTIONS_PER_S) plus Nginx's keepalive pool (64 per Nginx worker), so in practice
+#   it never fires before the shedder does (UVICORN_LIMIT_CONCURRENCY; 0 = unlimited).
+backlog = 2048
+_limit_concurrency = int(os.environ.get("UVICORN_LIMIT_CONCURRENCY") or 2000)
+
+
+class ItemsUvicornWorker(UvicornWorker):
+    """uvloop + httptools ("auto"), plus limit_concurrency, which the plain worker has no setting for."""
+
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "limit_concurrency": _limit_concurrency or None}
+
+
+# The class moved out of uvicorn (uvicorn.workers is deprecated).
+worker_class = ItemsUvicornWorker
+
+# --- Lifetimes and timeouts ----------------------------------------------------------------------------------
+# Recycle a worker after ~1M requests to bound slow leaks; the jitter keeps workers from restarting together.
+# uvicorn counts every request, the shedder's 503s too: under overload a worker rejects thousands per second,
+# and at 10k (and still at 100k) it was recycled within seconds of an overload, exactly when a worker boot (a
+# core-second of imports) and the reset of its kept-alive connections (Nginx 502s) hurt most. `make loadtest`
+# measures the workers' RSS through 30 s of 5x overload: flat, so recycling less often lets nothing grow.
+max_requests = 1_000_000
+max_requests_jitter = 100_000
+# Seconds a worker may miss its heartbeat before the master kills it (a blocked event loop).
+timeout = 30
+# Seconds in-flight requests get to finish on SIGTERM/reload before workers are killed; the native stack
+# (deploy.stack) waits longer.
+graceful_timeout = 20
+# Idle keepalive seconds: longer than Nginx's upstream keepalive_timeout (60 s), so Nginx closes idle
+# connections first and never sends a request on a connection gunicorn is closing (a spurious 502).
+keepalive = 75
+# Heartbeat files on tmpfs: on a disk-backed /tmp a slow fsync can make the master think a worker hung.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 (only heartbeat files)
+
+# --- Logging -------------------------------------------------------------------------------------------------
+# The access line is written by the app's outermost ASGI wrapper (project/asgi_stack/access_log.py, ACCESS_LOG);
+# gunicorn's access_log_format would be ignored by uvicorn workers anyway.
+errorlog = "-"
+accesslog = None
+proc_name = "items-web"
+
+
+def on_starting(server):
+    """Start every run with an empty metrics dir: files of a previous run would be summed in forever."""
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges must leave /metrics; its counters stay summed in."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """Freeze what the app loaded out of the garbage collector's way (docs/decisions/004-gunicorn-worker-lifetime-
+    and-gc-freeze.md), and silence uvicorn's access line, which the app's replaces."""
+    # The objects of Django, DRF and the app live as long as the worker; without this every full collection walks
+    # them all, and a full collection stops the worker, event loop included. Instagram's gc.freeze() practice.
+    gc.collect()
+    gc.freeze()
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,148 @@
+"""After a commit the worker bumps the cache version even through a Redis blip, so cached pages do not stay
+valid for RESPONSE_CACHE_TTL_S; while Redis stays down the batch is still acked and the bump is paid later."""
+
+import datetime as dt
+import uuid
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from app import cache
+from app.messaging.consumer import ItemsBatchConsumer
+from app.models import Item
+
+pytestmark = pytest.mark.django_db
+
+
+class FlakyRedis:
+    """A Redis whose INCR fails while `down` > 0 (each failure uses one up), then counts; `log` records each
+    INCR try and each ack of the consumer, in order."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.down, self.version, self.log = 0, 0, log
+
+    def incr(self, key: str) -> int:
+        assert key == cache.VERSION_KEY
+        self.log.append("incr")
+        if self.down:
+            self.down -= 1
+            raise redis.ConnectionError("Connection refused")
+        self.version += 1
+        return self.version
+
+
+class FakeMessage:
+    def __init__(self, log: list[str]) -> None:
+        self.log, self.acked = log, False
+
+    def ack(self) -> None:
+        self.log.append("ack")
+        self.acked = True
+
+
+@pytest.fixture
+def log() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def flaky(settings, monkeypatch, log) -> FlakyRedis:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # only enables the cache: every call goes to FlakyRedis
+    settings.RESPONSE_CACHE_ENABLED = True
+    fake = FlakyRedis(log)
+    monkeypatch.setattr(cache, "_redis", lambda: fake)
+    monkeypatch.setattr(cache, "_bump", cache._VersionBump())
+    monkeypatch.setattr(cache.time, "sleep", lambda s: log.append(f"sleep {s:g}"))
+    return fake
+
+
+def _failures() -> float:
+    return REGISTRY.get_sample_value("items_cache_version_bump_failures_total") or 0.0
+
+
+def _owed() -> float:
+    return REGISTRY.get_sample_value("items_cache_version_bump_owed")
+
+
+def _flush_one_batch(log: list[str], size: int = 3) -> list[FakeMessage]:
+    consumer = ItemsBatchConsumer(parent=None)
+    messages = [FakeMessage(log) for _ in range(size)]
+    for message in messages:
+        payload = {
+            "id": str(uuid.uuid4()),
+            "name": "n",
+            "description": "",
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        consumer.on_message([[[payload]], {}, {}], message)
+    consumer.flush()
+    return messages
+
+
+def test_a_redis_blip_during_the_bump_is_retried_with_backoff_before_the_batch_is_acked(flaky, log):
+    flaky.down = 2
+    failures = _failures()
+
+    messages = _flush_one_batch(log)
+
+    assert Item.objects.count() == 3
+    assert flaky.version == 1  # cached pages are stale now, not in RESPONSE_CACHE_TTL_S
+    assert log == ["incr", "sleep 0.05", "incr", "sleep 0.1", "incr", "ack", "ack", "ack"]
+    assert all(message.acked for message in messages)
+    assert _failures() == failures + 2
+    assert _owed() == 0
+
+
+def test_with_redis_down_the_batch_is_acked_and_the_bump_is_paid_once_redis_answers(flaky, log, monkeypatch):
+    flaky.down = 1000
+    failures = _failures()
+
+    messages = _flush_one_batch(log)
+
+    assert all(message.acked for message in messages)  # a cache outage must not stall the write path
+    assert flaky.version == 0
+    assert _owed() == 1
+    assert _failures() == failures + cache.BUMP_ATTEMPTS
+
+    # While it is owed, a tick tries at most every OWED_RETRY_INTERVAL_S, and a batch tries once, no backoff.
+    log.clear()
+    cache.settle_version()
+    assert log == []
+    _flush_one_batch(log)
+    assert log == ["incr", "ack", "ack", "ack"]
+
+    flaky.down = 0  # Redis is back
+    monkeypatch.setattr(cache, "OWED_RETRY_INTERVAL_S", 0.0)
+    cache._bump.next_try_at = 0.0
+    consumer = ItemsBatchConsumer(parent=None)
+    consumer.tick()  # the worker's 50 ms flush tick, with nothing to flush
+    assert flaky.version == 1
+    assert _owed() == 0
+    consumer.tick()
+    assert flaky.version == 1  # paid once
+
+
+def test_a_starting_worker_bumps_the_version_on_its_first_tick(flaky, log, monkeypatch):
+    """Its predecessor may have died after a commit while it owed the bump."""
+    monkeypatch.setattr("celery.bootsteps.ConsumerStep.start", lambda self, c: None)
+
+    class Timer:
+        def call_repeatedly(self, interval_s, tick):
+            self.tick = tick
+
+    class Parent:
+        timer = Timer()
+
+    consumer = ItemsBatchConsumer(parent=None)
+    consumer.start(Parent())
+    assert flaky.version == 0
+    Parent.timer.tick()
+    assert flaky.version == 1
+
+
+def test_without_the_response_cache_nothing_is_bumped(settings):
+    settings.REDIS_URL = ""
+    assert cache.bump_version() is True
+    cache.owe_version_bump()
+    cache.settle_version()

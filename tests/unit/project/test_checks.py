@@ -1,0 +1,91 @@
+"""Production mode refuses unsafe settings, and `check --deploy` is clean when they are right."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import REPO
+
+GOOD = {
+    "APP_ENV": "production",
+    "SECRET_KEY": "prod-Secret-Value-used-only-by-these-tests-0123456789-abcdefXYZ",
+    "ALLOWED_HOSTS": "api.example.com",
+}
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"APP_ENV", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS"}}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_deploy_is_clean_in_production_mode_with_real_settings():
+    result = _run("manage.py", "check", "--deploy", "--fail-level", "WARNING", **GOOD)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "check_id"),
+    [
+        ({"SECRET_KEY": ""}, "items.E001"),
+        ({"SECRET_KEY": "short"}, "items.E001"),
+        ({"SECRET_KEY": "a" * 60}, "items.E001"),
+        ({"DEBUG": "1"}, "items.E002"),
+        ({"ALLOWED_HOSTS": ""}, "items.E003"),
+    ],
+)
+def test_check_deploy_fails_naming_the_unsafe_setting(override, check_id):
+    result = _run("manage.py", "check", "--deploy", **{**GOOD, **override})
+    assert result.returncode != 0
+    assert check_id in result.stderr
+    assert "HINT" in result.stderr
+
+
+@pytest.mark.parametrize("entry_point", ["project.asgi", "project.wsgi"])
+def test_the_server_entry_points_refuse_to_start_with_the_development_key(entry_point):
+    result = _run("-c", f"import {entry_point}", APP_ENV="production", ALLOWED_HOSTS="x")
+    assert result.returncode != 0
+    assert "Refusing to start in production mode" in result.stderr
+    assert "items.E001" in result.stderr
+
+
+def test_the_server_entry_point_starts_with_good_production_settings():
+    result = _run("-c", "import project.asgi", **GOOD)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_malformed_variable_is_named_in_the_error():
+    result = _run("manage.py", "check", RATELIMIT_ENABLED="maybe")
+    assert result.returncode != 0
+    assert "RATELIMIT_ENABLED='maybe' is not a boolean" in result.stderr
+
+
+def test_a_bad_database_url_is_named_in_the_error():
+    result = _run("manage.py", "check", DATABASE_URL="mysql://x")
+    assert result.returncode != 0
+    assert "DATABASE_URL='mysql://x' is not a PostgreSQL URL" in result.stderr
+
+
+def test_security_headers_are_on_every_response(client):
+    response = client.get("/healthz")
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Frame-Options"] == "DENY"
+    assert "Strict-Transport-Security" not in response  # no TLS in front by default
+
+
+def test_behind_tls_production_adds_hsts():
+    probe = (
+        "from django.test import Client; import django; django.setup();"
+        "r = Client().get('/healthz', headers={'X-Forwarded-Proto': 'https'});"
+        "print(r.status_code, r.get('Strict-Transport-Security'))"
+    )
+    result = _run("-c", probe, DJANGO_SETTINGS_MODULE="project.settings", BEHIND_TLS="1", **GOOD)
+    assert result.returncode == 0, result.stderr
+    assert "200 max-age=31536000; includeSubDomains; preload" in result.stdout
+    check = _run("manage.py", "check", "--deploy", "--fail-level", "WARNING", BEHIND_TLS="1", **GOOD)
+    assert check.returncode == 0, check.stderr

@@ -49,13 +49,13 @@ system-deps: ## install the servers of the native stack and the load tools (Debi
 	deploy/system-deps.sh
 
 stack: install ## start the production topology on this host (see README: Native stack)
-	$(BIN)/python deploy/stack/stack.py up
+	$(BIN)/python -m deploy.stack up
 
 stack-down: ## stop everything `make stack` started
-	$(BIN)/python deploy/stack/stack.py down
+	$(BIN)/python -m deploy.stack down
 
 stack-status: ## show each process of the native stack
-	$(BIN)/python deploy/stack/stack.py status
+	$(BIN)/python -m deploy.stack status
 
 $(VENV)/.loadtest-installed: loadtest/requirements.txt | $(VENV)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -r loadtest/requirements.txt

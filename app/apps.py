@@ -9,7 +9,8 @@ class ItemsConfig(AppConfig):
     verbose_name = "Items"
 
     def ready(self) -> None:
-        import project.checks  # noqa: F401  (registers the production checks)
+        import app.tasks  # noqa: F401  (registers items.store: publish and the consumer look it up by name)
+        import project.checks  # noqa: F401  (registers the system checks)
         from app.messaging.consumer import ItemsBatchConsumer
         from project.celery import app as celery_app
 

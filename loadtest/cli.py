@@ -20,7 +20,7 @@ from loadtest.runner import Context, Progress, run_all, run_sweep
 from loadtest.scenarios import FRONT_TARGETS, RATIOS, SCENARIOS, WRK_THREADS, Plan
 from loadtest.servers import Server, count_recycles
 from loadtest.setup import Fatal, Setup, prepare
-from loadtest.stack import redact, stack_is_up, start_stack, stop_stack
+from loadtest.stack_env import redact, stack_is_up, start_stack, stop_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Full run: every scenario x 3 runs x 15 s (overload* 30 s) + the sweep + POST drains.
@@ -263,7 +263,7 @@ def execute(
 
 def _recycle_notes(setup: Setup, servers: list[Server]) -> list[str]:
     """A note when any gunicorn, the stack's or one started here, recycled workers during the runs."""
-    recycles = {s.name: count_recycles(s.log) for s in servers if "gunicorn" in s.argv[0]}
+    recycles = {s.name: count_recycles(s.log) for s in servers if s.is_gunicorn}
     if setup.stack_gunicorn_log:
         recycles["stack gunicorn"] = count_recycles(setup.stack_gunicorn_log) - setup.recycles_before
     if not any(recycles.values()):

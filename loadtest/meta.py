@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from loadtest.servers import GUNICORN_CONF
-from loadtest.stack import REPO
+from loadtest.stack_env import REPO
 
 GUNICORN_SETTINGS_SHOWN = (
     "workers",

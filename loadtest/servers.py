@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.stack import REPO
+from deploy.stack import CHILD_MARK
+from loadtest.stack_env import REPO
 
-GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
-# Set by deploy/stack/stack.py on its children so `stack.py down` can find strays; ours are not its children.
-_STACK_CHILD_MARK = "ITEMS_STACK_CHILD"
+GUNICORN_CONF = REPO / "deploy" / "web" / "gunicorn.conf.py"
+WEB_START = REPO / "deploy" / "web" / "start"  # the web tier's one command line, as the stack and images run it
+VENV_BIN = REPO / ".venv" / "bin"
 
 
 def free_port() -> int:
@@ -48,6 +49,11 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def is_gunicorn(self) -> bool:
+        """Started by start_gunicorn (its log counts max_requests recycles)."""
+        return str(WEB_START) in self.argv
 
     def wait_ready(self, path: str, timeout_s: float = 60) -> None:
         """Until `path` answers 200; raises RuntimeError with the log's tail if the process dies or is slow."""
@@ -284,7 +290,8 @@ def gunicorn_env(base: dict[str, str], *, port: int, metrics_dir: Path, extra: d
     The metrics dir must differ: gunicorn.conf.py wipes PROMETHEUS_MULTIPROC_DIR at start, and the stack's
     counters live in its own.
     """
-    env = {key: value for key, value in base.items() if key != _STACK_CHILD_MARK}
+    # CHILD_MARK is how `python -m deploy.stack down` finds its strays; ours are not its children.
+    env = {key: value for key, value in base.items() if key != CHILD_MARK}
     env.update(extra)
     env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
@@ -294,17 +301,17 @@ def gunicorn_env(base: dict[str, str], *, port: int, metrics_dir: Path, extra: d
 def start_gunicorn(
     name: str, app: str, *, base_env: dict[str, str], work_dir: Path, extra_env: dict[str, str], ready_path: str
 ) -> Server:
-    """gunicorn -c deploy/gunicorn.conf.py APP on a free port: the stack's worker count and worker class."""
-    venv_gunicorn = REPO / ".venv" / "bin" / "gunicorn"
-    gunicorn = str(venv_gunicorn) if venv_gunicorn.exists() else shutil.which("gunicorn")
-    if not gunicorn:
-        raise RuntimeError("gunicorn not found: make install")
+    """deploy/web/start serving APP on a free port: the stack's command line, worker count and worker class."""
     work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = gunicorn_env(base_env, port=port, metrics_dir=work_dir / "prometheus", extra=extra_env)
+    # The start script runs `gunicorn` from PATH: the virtualenv's first, as the stack runs it.
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH') or os.environ.get('PATH', '')}"
+    if not shutil.which("gunicorn", path=env["PATH"]):
+        raise RuntimeError("gunicorn not found: make install")
     # No control socket: its default path (~/.gunicorn/gunicorn.ctl) is shared by every gunicorn of this user,
     # and ours must not take it from the stack's. It plays no part in serving requests.
-    argv = [gunicorn, "-c", str(GUNICORN_CONF), "--no-control-socket", app]
+    argv = ["env", f"GUNICORN_APP={app}", str(WEB_START), "--no-control-socket"]
     log = work_dir / "gunicorn.log"
     server = Server(name, _spawn(name, argv, env, log), port, argv, log)
     server.wait_ready(ready_path, timeout_s=60)

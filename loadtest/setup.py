@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from loadtest.runner import Progress, RowCounter
 from loadtest.scenarios import FRONT_TARGETS, SCENARIOS, Plan
 from loadtest.servers import Server, count_recycles, http_get, start_gunicorn, start_proxy_nginx, start_static_nginx
-from loadtest.stack import Stack, find_stack, redact
+from loadtest.stack_env import Stack, find_stack, redact
 
 APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "noshed", *FRONT_TARGETS)}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from loadtest.lostwrite import lost_write_verdict, wait_drained
 from loadtest.parsers import parse_hey
 from loadtest.scenarios import POST_BODY
-from loadtest.stack import REPO, find_stack, stack_is_up, start_stack, stop_stack
+from loadtest.stack_env import REPO, find_stack, stack_is_up, start_stack, stop_stack
 
 SAMPLE_EVERY_S = 1.0
 

@@ -9,9 +9,9 @@ from project.asgi_stack.handler import get_asgi_application  # Django's, with ke
 
 django_application = get_asgi_application()
 
-from project.startup import refuse_unsafe_production  # noqa: E402  (needs the apps loaded above)
+from project.startup import refuse_misconfiguration  # noqa: E402  (needs the apps loaded above)
 
-refuse_unsafe_production()
+refuse_misconfiguration()
 
 from django.conf import settings  # noqa: E402
 

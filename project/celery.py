@@ -18,9 +18,9 @@ def _on_worker_init(**kwargs) -> None:
     from django.conf import settings
     from prometheus_client import start_http_server
 
-    from project.startup import refuse_unsafe_production
+    from project.startup import refuse_misconfiguration
 
-    refuse_unsafe_production()
+    refuse_misconfiguration()
     # The worker's metrics live in its main process (where the consumer step runs): served on a port of
     # their own, for Prometheus to scrape beside the web tier's /metrics.
     if settings.WORKER_METRICS_PORT:

@@ -1,5 +1,5 @@
-"""Production refusals as system checks: `manage.py check --deploy` reports them, and production start-up
-(project/startup.py) refuses to serve while any of them fails."""
+"""Refusals as system checks: `manage.py check` (and `--deploy`) reports them, and start-up
+(project/startup.py) refuses to serve while any of them fails. E001-E003 apply in production mode only."""
 
 from django.conf import settings
 from django.core import checks
@@ -37,3 +37,50 @@ def production_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]
             )
         )
     return errors
+
+
+@checks.register("items")
+def consistent_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Settings that are each valid alone but contradict each other."""
+    errors = []
+    if not settings.SHED_LIMIT_MIN <= settings.SHED_LIMIT_INITIAL <= settings.SHED_LIMIT_MAX:
+        errors.append(
+            checks.Error(
+                f"SHED_LIMIT_MIN ({settings.SHED_LIMIT_MIN}) <= SHED_LIMIT_INITIAL ({settings.SHED_LIMIT_INITIAL}) "
+                f"<= SHED_LIMIT_MAX ({settings.SHED_LIMIT_MAX}) does not hold.",
+                hint="The adaptive limit starts at SHED_LIMIT_INITIAL and stays between the other two.",
+                id="items.E004",
+            )
+        )
+    if not settings.BACKPRESSURE_LOW < settings.BACKPRESSURE_HIGH:
+        errors.append(
+            checks.Error(
+                f"BACKPRESSURE_LOW ({settings.BACKPRESSURE_LOW}) must be below BACKPRESSURE_HIGH "
+                f"({settings.BACKPRESSURE_HIGH}).",
+                hint="POSTs are delayed between the two watermarks and refused above the high one.",
+                id="items.E005",
+            )
+        )
+    return errors
+
+
+# What Django's security.W001/W002 look for, sent here by the inline classes (project/middleware/inline.py).
+SECURITY_MIDDLEWARE = (
+    "project.middleware.inline.SecurityMiddleware",
+    "project.middleware.inline.XFrameOptionsMiddleware",
+)
+
+
+@checks.register("items", checks.Tags.security)
+def security_headers_middleware(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Django's W001/W002 are silenced because they look for Django's own class paths; this looks for ours."""
+    missing = [name for name in SECURITY_MIDDLEWARE if name not in settings.MIDDLEWARE]
+    if not missing:
+        return []
+    return [
+        checks.Warning(
+            f"MIDDLEWARE lacks {', '.join(missing)}: responses go out without the security headers they send.",
+            hint="Keep them in MIDDLEWARE (project/settings.py).",
+            id="items.W001",
+        )
+    ]

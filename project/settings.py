@@ -6,8 +6,6 @@ in-process. Setting DATABASE_URL, REDIS_URL and BROKER_URL moves each piece onto
 
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
 from project.env import (
     database_from_url,
     env_bool,
@@ -48,16 +46,6 @@ if BEHIND_TLS:
     SECURE_HSTS_SECONDS = 31_536_000
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    SILENCED_SYSTEM_CHECKS = []
-else:
-    # TLS is not terminated in front of this deployment, so HSTS (W004) and the HTTPS redirect (W008) would
-    # break it; BEHIND_TLS=1 turns both on.
-    SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008"]
-
-# No cookies or sessions exist, so there is nothing for CSRF to protect (W003); DRF views are csrf_exempt anyway.
-# W001/W002 look for Django's exact class paths; MIDDLEWARE has the same classes through
-# project.middleware.inline (see there), so the headers they guard are still sent (tests/unit check them).
-SILENCED_SYSTEM_CHECKS += ["security.W003", "security.W001", "security.W002"]
 
 # ------------------------------------------------------------------------------
 # Applications and middleware: only what the API uses (no admin, sessions, auth or CSRF: there are no
@@ -109,19 +97,13 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # ------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
 DB_CONNECT_TIMEOUT_S = env_int("DB_CONNECT_TIMEOUT_S", 3, minimum=1)
-# How long a request thread keeps its connection to PgBouncer. Django's own ASGI handler runs every request on a
-# new thread, so a kept connection would be left behind with it (hence 0 there); project/request_threads.py keeps
-# the threads, so each keeps one connection, at most one per kept thread (SHED_LIMIT_MAX per worker while the
-# shedder is on). Measured, cache-miss GET at 100 connections on 2 cores (3 paired rounds): 859-916 req/s with
-# 60, 596-644 with 0 (a PgBouncer connect and login per request); p99 167-193 ms against 248-319. 0 = a new
-# connection per request.
+# How long a request thread keeps its connection to PgBouncer (0 = a new one per request). Safe under ASGI only
+# because project/asgi_stack/handler.py keeps request threads: docs/decisions/003-kept-database-connections.md.
 DB_CONN_MAX_AGE_S = env_int("DB_CONN_MAX_AGE_S", 60, minimum=0)
 if DATABASE_URL:
     _db = database_from_url("DATABASE_URL", DATABASE_URL)
-    # Pooling to PostgreSQL is PgBouncer's job (transaction mode); server-side cursors and session state do not
-    # survive it. No CONN_HEALTH_CHECKS: it is a `SELECT 1` through PgBouncer to PostgreSQL before every request
-    # that queries, doubling PostgreSQL's round trips for a read. A kept connection that PgBouncer dropped (a
-    # restart) fails its request once (503 database_unavailable); Django then closes it and the next one connects.
+    # Pooling to PostgreSQL is PgBouncer's job (transaction mode), where server-side cursors and session state do
+    # not survive. No CONN_HEALTH_CHECKS (a SELECT 1 before every querying request): see decision 003 above.
     _db["CONN_MAX_AGE"] = DB_CONN_MAX_AGE_S
     _db["DISABLE_SERVER_SIDE_CURSORS"] = True
     _db["OPTIONS"] = {"connect_timeout": DB_CONNECT_TIMEOUT_S, "application_name": "items"}
@@ -174,15 +156,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True  # ack after the row is committed: a killed worker means redelivery, not loss
+# These three govern Celery's own task consumer only: the items queue is consumed, and acked after the commit, by
+# the batching consumer step (docs/decisions/006-batching-consumer.md).
+CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A 202 goes out only once RabbitMQ has confirmed the message: docs/decisions/007-confirmed-publish-and-backpressure.md.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 # Fail fast when the broker is unreachable: the POST answers 503 within about this long.
 CELERY_BROKER_CONNECTION_TIMEOUT = env_float("BROKER_CONNECT_TIMEOUT_S", 2.0, minimum=0.1)
 PUBLISH_CONFIRM_TIMEOUT_S = env_float("PUBLISH_CONFIRM_TIMEOUT_S", 2.0, minimum=0.1)
-# Hard cap of the items queue (x-max-length with reject-publish): past it the broker refuses new messages.
+# Hard cap of the items queue (x-max-length with reject-publish): past it the broker refuses new messages (007).
 ITEMS_QUEUE_MAX_LENGTH = env_int("ITEMS_QUEUE_MAX_LENGTH", 100_000, minimum=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The worker consumes the items queue through the consumer step registered in project/celery.py, not as one
@@ -198,7 +183,8 @@ WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
 ITEMS_MAX_BODY_BYTES = 16 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = ITEMS_MAX_BODY_BYTES
 CACHE_MAX_AGE_S = env_int("CACHE_MAX_AGE_S", 1, minimum=0)
-# The app cache of GET response bytes in Redis (app/response_cache.py, app/fast_path.py); needs REDIS_URL.
+# The app cache of GET response bytes in Redis (app/cache.py, app/fast_path.py); needs REDIS_URL.
+# docs/decisions/008-read-caching.md
 RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", default=True)
 # Lifetime of a page entry; the version check, not this, is what makes new rows visible.
 RESPONSE_CACHE_TTL_S = env_int("RESPONSE_CACHE_TTL_S", 300, minimum=1)
@@ -247,67 +233,64 @@ RATELIMIT_FAIL_OPEN = True
 if REDIS_URL:
     CACHES["ratelimit"] = {**CACHES["default"], "BACKEND": "project.ratelimit_cache.FailOpenRedisCache"}
     RATELIMIT_USE_CACHE = "ratelimit"
-# W001: our Redis backend is django-redis's own class with metrics added, which the check does not recognise.
-SILENCED_SYSTEM_CHECKS.append("django_ratelimit.W001")
-if not REDIS_URL:
-    # The embedded default's local-memory cache is per process, which is all a single `make run` needs.
-    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
 # ------------------------------------------------------------------------------
-# Overload protection: load shedding and queue-depth backpressure (DESIGN.md §5, layers 3 and 4)
-# https://github.com/Netflix/concurrency-limits  https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/adaptive_concurrency_filter
+# Overload protection: load shedding and queue-depth backpressure (docs/architecture.md, "Overload protection")
+# Why these defaults: docs/decisions/001-load-shedding.md, docs/decisions/007-confirmed-publish-and-backpressure.md
 # ------------------------------------------------------------------------------
-# On in production mode, off in the embedded default: a single `make run` process is a development server, and
-# `hey -c 100` against it should measure it, not be turned away.
+# Off in the embedded default: a single `make run` process is a development server, to be measured, not shed.
 LOAD_SHEDDING_ENABLED = env_bool("LOAD_SHEDDING_ENABLED", default=PRODUCTION)
-# The most a request may wait before the app starts on it: in front of the app (X-Request-Start from Nginx) and
-# in the shedder's queue together; one that waits longer is answered 503 then. At 100 connections on 2 cores the
-# queue is ~150-500 ms deep, so 1 s keeps that load whole (at 750 ms a slow round shed the peak itself).
+# The most a request may wait before the app starts on it, in front of the app (X-Request-Start from Nginx) and
+# in the shedder's queue together; long enough to keep the peak's own queueing whole.
 SHED_MAX_QUEUE_TIME_MS = env_int("SHED_MAX_QUEUE_TIME_MS", 1000, minimum=1)
-# A request joins the shedder's queue only if predicted to start within this, counting the time it already spent
-# in front of the app (capped at SHED_MAX_QUEUE_TIME_MS); otherwise it is answered 503 at once. This sets the
-# latency of what is admitted under overload: the admitted wait up to about this long, the slowest 1% some
-# 250 ms more (the prediction is a mean, and the limit moves while they wait). Measured at 5x overload,
-# cache-miss GET, 2 cores, closed loop, p99 of the 200s: ~1000 ms at 800, 750-840 at 500, 660-680 at 400, where
-# the peak's 100 connections saw ~200-240 ms on a fast day (~420-530 ms on a slow one); goodput alike within
-# the machine's noise.
+# A request joins the shedder's queue only if predicted to start within this (else 503 at once): it sets the
+# latency of what is admitted under overload.
 SHED_QUEUE_TARGET_MS = env_int("SHED_QUEUE_TARGET_MS", 400, minimum=0)
-# The adaptive limit of requests *running* in Django at once, per gunicorn worker: floor, ceiling and start.
-# Under ASGI each running request holds a thread, and all of them contend for one GIL with the event loop, which
-# answers the rejected and hands out the queue: the fewer that keep a worker's CPU busy, the better. The floor is
-# also where the limiter measures its latency baseline (every 30 s, load_shedding.GradientLimiter). Measured on 2
-# cores, cache-miss GET at 5x overload, clients honouring Retry-After, single runs: the median 503 took 2-5 ms
-# with this floor and tolerance (~7 running per worker), 5-8 ms with 10-16 running and 33 ms with ~40. In 3-round
-# benchmarks: 8 ms on a slower machine (loadtest/results/issue6-kept-threads), 2 ms on a faster one
-# (issue6-queue-target): the median follows the machine's speed.
+# The adaptive limit of requests *running* in Django at once, per gunicorn worker: floor, ceiling and start. Each
+# holds a thread contending for the GIL with the event loop that answers the rejected, so few is fast. The floor is
+# also where the limiter measures its latency baseline (project/asgi_stack/limiter.py).
 SHED_LIMIT_MIN = env_int("SHED_LIMIT_MIN", 4, minimum=1)
 SHED_LIMIT_MAX = env_int("SHED_LIMIT_MAX", 64, minimum=1)
 SHED_LIMIT_INITIAL = env_int("SHED_LIMIT_INITIAL", 8, minimum=1)
 # Rejections a worker answers at once per second; past that (plus a 0.5 s burst) each 503 is held back for up to
-# its Retry-After, so clients that re-send at once cannot spend the CPU the admitted requests need. 0 = never held.
-# Clients that honour Retry-After stay under it: at 5x overload on 2 cores they drew ~75-150 503s/s per worker,
-# in waves. At 125/s with a 1 s burst those waves were held too (their median 503 took 0.2-0.8 s, against 3 ms).
+# its Retry-After, so clients that re-send at once cannot spend the CPU the admitted requests need; clients that
+# honour Retry-After stay under it. 0 = never held.
 SHED_REJECTIONS_PER_S = env_int("SHED_REJECTIONS_PER_S", 250, minimum=0)
 # How many times its baseline latency (measured at the floor) a window may take before the limit shrinks. On a
 # CPU-bound worker the limit settles near tolerance x floor + its square root; on I/O it grows until latency rises.
 SHED_LATENCY_TOLERANCE = env_float("SHED_LATENCY_TOLERANCE", 1.5, minimum=1.0)
-if not SHED_LIMIT_MIN <= SHED_LIMIT_INITIAL <= SHED_LIMIT_MAX:
-    raise ImproperlyConfigured(
-        f"SHED_LIMIT_MIN ({SHED_LIMIT_MIN}) <= SHED_LIMIT_INITIAL ({SHED_LIMIT_INITIAL}) <= SHED_LIMIT_MAX "
-        f"({SHED_LIMIT_MAX}) does not hold."
-    )
+# SHED_LIMIT_MIN <= SHED_LIMIT_INITIAL <= SHED_LIMIT_MAX is checked at start (project/checks.py, items.E004).
 
-# POST admission from the items queue's depth (app/backpressure.py; only with BROKER_URL). Below LOW nothing
-# happens; between LOW and HIGH each POST waits up to BACKPRESSURE_MAX_DELAY_MS, growing with the fill; at HIGH
-# and above it is answered 503 queue_full. HIGH sits below ITEMS_QUEUE_MAX_LENGTH so that we answer before the
-# broker's reject-publish (the hard stop) has to.
+# POST admission from the items queue's depth (app/messaging/backpressure.py; only with BROKER_URL): nothing below
+# LOW, a delay growing to BACKPRESSURE_MAX_DELAY_MS towards HIGH, 503 queue_full from HIGH. HIGH sits below
+# ITEMS_QUEUE_MAX_LENGTH so that we answer before the broker's reject-publish (the hard stop) has to.
 BACKPRESSURE_LOW = env_int("BACKPRESSURE_LOW", 10_000, minimum=0)
 BACKPRESSURE_HIGH = env_int("BACKPRESSURE_HIGH", 50_000, minimum=1)
 BACKPRESSURE_MAX_DELAY_MS = env_int("BACKPRESSURE_MAX_DELAY_MS", 100, minimum=0)
 # One passive queue_declare per process at most this often; requests in between reuse the last depth.
 BACKPRESSURE_SAMPLE_MS = env_int("BACKPRESSURE_SAMPLE_MS", 100, minimum=10)
-if not BACKPRESSURE_LOW < BACKPRESSURE_HIGH:
-    raise ImproperlyConfigured(f"BACKPRESSURE_LOW ({BACKPRESSURE_LOW}) must be below BACKPRESSURE_HIGH.")
+# BACKPRESSURE_LOW < BACKPRESSURE_HIGH is checked at start (project/checks.py, items.E005).
+
+# ------------------------------------------------------------------------------
+# System checks silenced, each for a reason (https://docs.djangoproject.com/en/5.2/ref/checks/)
+# ------------------------------------------------------------------------------
+SILENCED_SYSTEM_CHECKS = [
+    # No cookies or sessions exist, so there is nothing for CSRF to protect; DRF views are csrf_exempt anyway.
+    "security.W003",
+    # W001/W002 look for Django's exact class paths; MIDDLEWARE has the same classes through
+    # project.middleware.inline, which items.W001 (project/checks.py) checks for instead.
+    "security.W001",
+    "security.W002",
+    # Our Redis backend is django-redis's own class with metrics added, which the check does not recognise.
+    "django_ratelimit.W001",
+]
+if not BEHIND_TLS:
+    # TLS is not terminated in front of this deployment, so HSTS and the HTTPS redirect would break it;
+    # BEHIND_TLS=1 turns both on.
+    SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008"]
+if not REDIS_URL:
+    # The embedded default's local-memory cache is per process, which is all a single `make run` needs.
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
 # ------------------------------------------------------------------------------
 # Logging: one line per event on stderr, collected by the process manager

@@ -9,6 +9,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 application = get_wsgi_application()
 
-from project.startup import refuse_unsafe_production  # noqa: E402  (needs the apps loaded above)
+from project.startup import refuse_misconfiguration  # noqa: E402  (needs the apps loaded above)
 
-refuse_unsafe_production()
+refuse_misconfiguration()

@@ -11,16 +11,17 @@ import pytest
 INTEGRATION = Path(__file__).parent / "integration"
 # Collected only when named on the command line (`make compose-test`): it drives a Docker engine.
 collect_ignore = ["compose"]
-STACK_PY = Path(__file__).resolve().parents[1] / "deploy" / "stack" / "stack.py"
+REPO = Path(__file__).resolve().parents[1]
+STACK_CHECK = [sys.executable, "-m", "deploy.stack", "check"]  # run from REPO
 _missing = pytest.StashKey[str]()
 
 
 def missing_servers() -> str | None:
     """None when every server of the native stack is installed; else the line saying what to install."""
-    check = subprocess.run([sys.executable, str(STACK_PY), "check"], capture_output=True, text=True, check=False)
+    check = subprocess.run(STACK_CHECK, cwd=REPO, capture_output=True, text=True, check=False)
     if check.returncode == 0:
         return None
-    return check.stdout.strip() or check.stderr.strip() or f"`{STACK_PY.name} check` exited {check.returncode}"
+    return check.stdout.strip() or check.stderr.strip() or f"`python -m deploy.stack check` exited {check.returncode}"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -20,14 +20,13 @@ import random
 import time
 
 from amqp.exceptions import AMQPError
-from celery import bootsteps
+from celery import bootsteps, current_app
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from kombu import Consumer, Message, Producer
 
 from app import cache, metrics
 from app.messaging import messages
 from app.messaging.queues import dead_letter_exchange, dead_letter_queue, items_queue
-from app.services import items_store
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                 logger.warning("database unavailable (%s); retrying %d messages in %.2f s", exc, len(batch), wait_s)
                 time.sleep(wait_s)
                 attempt += 1
-        # items_store has bumped the cache version (or tried with backoff, then left it owed). Ack even if Redis
+        # The task has bumped the cache version (or tried with backoff, then left it owed). Ack even if Redis
         # is still down: holding the batch would stall the worker once PREFETCH messages are unacked, turning a
         # cache outage into a write outage (queue_full), and the rows are committed. Staleness stays bounded: the
         # owed bump is retried on every tick until Redis answers, and a restarted worker bumps at start.
@@ -137,8 +136,11 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         metrics.batch_size.observe(len(batch))
 
     def _store(self, items: list[dict]) -> None:
+        # The `items.store` task's body (app.tasks), run here for a whole batch; looked up by name because the
+        # task calls app.services, which publishes through this package.
+        store = current_app.tasks[messages.TASK_NAME]
         try:
-            items_store(payloads=items)
+            store(items)
         except Exception:
             # A broken connection must not be reused by the retry; Django reconnects on the next query.
             connection.close()

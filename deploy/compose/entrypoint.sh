@@ -6,7 +6,7 @@
 #                      environment (.env) already sets them; then expand ${NAME} inside the variables listed in
 #                      $ENTRYPOINT_EXPAND (e.g. DATABASE_URL), so URLs can carry a generated password
 #   --render SRC:DST   render a deploy/ template: ${UPPER_CASE} placeholders from the environment, the same
-#                      syntax deploy/stack/stack.py renders natively; an unset placeholder is an error
+#                      syntax deploy/stack/prepare.py renders natively; an unset placeholder is an error
 #   [--] command...    exec'd, so it is PID 1 and receives docker's SIGTERM itself
 set -eu
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # For docker compose: renders RATELIMIT_ALLOWLIST (comma-separated CIDRs) into the geo include that
-# conf.d/items.conf reads, as deploy/stack/stack.py does natively. Writes into $NGINX_CONF_DIR (the directory of
+# conf.d/items.conf reads, as deploy/stack/prepare.py does natively. Writes into $NGINX_CONF_DIR (the directory of
 # the nginx.conf in use; default /etc/nginx, so it also works from the nginx image's /docker-entrypoint.d/).
 # POSIX sh: the image may be Alpine.
 set -eu

@@ -1,4 +1,4 @@
-"""Integration fixtures: the native stack (deploy/stack/stack.py) started once per session on free loopback ports."""
+"""Integration fixtures: the native stack (python -m deploy.stack) started once per session on free loopback ports."""
 
 import os
 import shutil
@@ -12,21 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from deploy.stack import PORT_NAMES
 from tests.support import free_ports, wait_until  # noqa: F401  (fixtures below use them)
 
 REPO = Path(__file__).resolve().parents[2]
-STACK_PY = REPO / "deploy" / "stack" / "stack.py"
-PORT_NAMES = (
-    "STACK_HTTP_PORT",
-    "STACK_PG_PORT",
-    "STACK_PGBOUNCER_PORT",
-    "STACK_REDIS_PORT",
-    "STACK_AMQP_PORT",
-    "STACK_AMQP_DIST_PORT",
-    "STACK_EPMD_PORT",
-    "STACK_WEB_PORT",
-    "STACK_WORKER_METRICS_PORT",
-)
+STACK_COMMAND = [sys.executable, "-m", "deploy.stack"]  # run from REPO
 UP_TIMEOUT_S = 300  # the stack gives each component its own start timeout; this only stops a hang
 
 
@@ -55,7 +45,8 @@ class Stack:
 
     def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(STACK_PY), *args],
+            [*STACK_COMMAND, *args],
+            cwd=REPO,
             env=self.env,
             capture_output=True,
             text=True,
@@ -122,7 +113,7 @@ def _typed(field: str) -> int | str:
 
 
 def running_in(state_dir: Path, ports: list[int]) -> list[str]:
-    """What is still alive of a stack, judged from outside stack.py: processes naming the state dir in their
+    """What is still alive of a stack, judged from outside deploy.stack: processes naming the state dir in their
     command line, and listeners on the stack's ports."""
     leftovers = []
     for entry in Path("/proc").iterdir():
@@ -163,7 +154,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     up = stack.run("up", timeout_s=UP_TIMEOUT_S)
     if up.returncode:
         stack.run("down")
-        pytest.fail(f"stack.py up failed (state kept in {state_dir}):\n{up.stdout}{up.stderr}", pytrace=False)
+        pytest.fail(f"deploy.stack up failed (state kept in {state_dir}):\n{up.stdout}{up.stderr}", pytrace=False)
     # How the stack says it is reached (DATABASE_URL, BROKER_URL, STACK_PG_BIN, ...) joins the env the tests
     # use, e.g. to run manage.py against the stack.
     for line in (state_dir / "env").read_text().splitlines():
@@ -177,5 +168,5 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     leftovers = running_in(state_dir, list(ports.values()))
     if request.session.testsfailed == 0 and not leftovers and not os.environ.get("STACK_KEEP"):
         shutil.rmtree(state_dir, ignore_errors=True)
-    assert down.returncode == 0, f"stack.py down failed:\n{down.stdout}{down.stderr}"
-    assert not leftovers, "stack.py down left processes behind:\n" + "\n".join(leftovers)
+    assert down.returncode == 0, f"deploy.stack down failed:\n{down.stdout}{down.stderr}"
+    assert not leftovers, "deploy.stack down left processes behind:\n" + "\n".join(leftovers)

@@ -1,6 +1,6 @@
 """Reading the native stack's env file, and what of it the report may show."""
 
-from loadtest.stack import read_env_file, redact
+from loadtest.stack_env import read_env_file, redact
 
 
 def test_stack_env_file_is_read_and_secrets_are_redacted(tmp_path):

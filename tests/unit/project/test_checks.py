@@ -1,10 +1,12 @@
 """Production mode refuses unsafe settings, and `check --deploy` is clean when they are right."""
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+from django.core.management.base import SystemCheckError
 
 from tests.support import REPO
 
@@ -89,3 +91,32 @@ def test_behind_tls_production_adds_hsts():
     assert "200 max-age=31536000; includeSubDomains; preload" in result.stdout
     check = _run("manage.py", "check", "--deploy", "--fail-level", "WARNING", BEHIND_TLS="1", **GOOD)
     assert check.returncode == 0, check.stderr
+
+
+def _ids(messages) -> set[str]:
+    return {message.id for message in messages}
+
+
+def test_contradicting_shedding_limits_are_refused_at_start_in_any_mode(settings):
+    from project.checks import consistent_settings
+    from project.startup import refuse_misconfiguration
+
+    settings.SHED_LIMIT_MIN, settings.SHED_LIMIT_INITIAL, settings.SHED_LIMIT_MAX = 8, 4, 64
+    assert _ids(consistent_settings()) == {"items.E004"}
+    with pytest.raises(SystemCheckError, match=re.escape("items.E004: SHED_LIMIT_MIN (8) <= SHED_LIMIT_INITIAL (4)")):
+        refuse_misconfiguration()
+
+
+def test_backpressure_watermarks_in_the_wrong_order_are_refused(settings):
+    from project.checks import consistent_settings
+
+    settings.BACKPRESSURE_LOW, settings.BACKPRESSURE_HIGH = 500, 500
+    assert _ids(consistent_settings()) == {"items.E005"}
+
+
+def test_the_security_headers_middleware_left_out_is_a_warning(settings):
+    from project.checks import security_headers_middleware
+
+    assert security_headers_middleware() == []
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if not m.endswith(".SecurityMiddleware")]
+    assert _ids(security_headers_middleware()) == {"items.W001"}

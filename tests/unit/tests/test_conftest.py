@@ -28,7 +28,8 @@ def run_pytest(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_a_missing_server_is_named_with_the_packages_to_install():
     check = subprocess.run(
-        [sys.executable, str(REPO / "deploy" / "stack" / "stack.py"), "check"],
+        [sys.executable, "-m", "deploy.stack", "check"],
+        cwd=REPO,
         env={**os.environ, "STACK_BIN_PATH": "/nonexistent"},
         capture_output=True,
         text=True,

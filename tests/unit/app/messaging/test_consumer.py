@@ -1,14 +1,19 @@
-"""After a commit the worker bumps the cache version even through a Redis blip, so cached pages do not stay
-valid for RESPONSE_CACHE_TTL_S; while Redis stays down the batch is still acked and the bump is paid later."""
+"""The worker's consumer step: one INSERT per batch; a message that can never be stored is dead-lettered with
+why, the rest of its batch stored; after a commit the cache version is bumped even through a Redis blip, and
+while Redis stays down the batch is still acked and the bump is paid later."""
 
 import datetime as dt
 import uuid
 
 import pytest
 import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from app import cache
+from app.messaging import consumer as consumer_module
+from app.messaging import messages
 from app.messaging.consumer import ItemsBatchConsumer
 from app.models import Item
 
@@ -67,29 +72,29 @@ def _owed() -> float:
 
 def _flush_one_batch(log: list[str], size: int = 3) -> list[FakeMessage]:
     consumer = ItemsBatchConsumer(parent=None)
-    messages = [FakeMessage(log) for _ in range(size)]
-    for message in messages:
+    delivered = [FakeMessage(log) for _ in range(size)]
+    for message in delivered:
         payload = {
             "id": str(uuid.uuid4()),
             "name": "n",
             "description": "",
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
         }
-        consumer.on_message([[[payload]], {}, {}], message)
+        consumer.on_message(messages.task_body([payload]), message)
     consumer.flush()
-    return messages
+    return delivered
 
 
 def test_a_redis_blip_during_the_bump_is_retried_with_backoff_before_the_batch_is_acked(flaky, log):
     flaky.down = 2
     failures = _failures()
 
-    messages = _flush_one_batch(log)
+    delivered = _flush_one_batch(log)
 
     assert Item.objects.count() == 3
     assert flaky.version == 1  # cached pages are stale now, not in RESPONSE_CACHE_TTL_S
     assert log == ["incr", "sleep 0.05", "incr", "sleep 0.1", "incr", "ack", "ack", "ack"]
-    assert all(message.acked for message in messages)
+    assert all(message.acked for message in delivered)
     assert _failures() == failures + 2
     assert _owed() == 0
 
@@ -98,9 +103,9 @@ def test_with_redis_down_the_batch_is_acked_and_the_bump_is_paid_once_redis_answ
     flaky.down = 1000
     failures = _failures()
 
-    messages = _flush_one_batch(log)
+    delivered = _flush_one_batch(log)
 
-    assert all(message.acked for message in messages)  # a cache outage must not stall the write path
+    assert all(message.acked for message in delivered)  # a cache outage must not stall the write path
     assert flaky.version == 0
     assert _owed() == 1
     assert _failures() == failures + cache.BUMP_ATTEMPTS
@@ -146,3 +151,77 @@ def test_without_the_response_cache_nothing_is_bumped(settings):
     assert cache.bump_version() is True
     cache.owe_version_bump()
     cache.settle_version()
+
+
+# --- batching and the dead-letter path ----------------------------------------------------------------------
+
+
+class RecordedMessage(FakeMessage):
+    """A delivered message as kombu hands it to the consumer: body, headers and content type included."""
+
+    def __init__(self, log: list[str], body: list) -> None:
+        super().__init__(log)
+        self.body, self.headers = body, {"id": "task-id"}
+        self.content_type, self.content_encoding = "application/json", "utf-8"
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.published: list[dict] = []
+
+    def publish(self, body, **options) -> None:
+        self.published.append({"body": body, **options})
+
+
+def _item(**overrides) -> dict:
+    item = messages.item_payload(
+        item_id=str(uuid.uuid4()), name="n", description="", created_at=dt.datetime.now(dt.UTC).isoformat()
+    )
+    return {**item, **overrides}
+
+
+@pytest.fixture
+def consumer(monkeypatch) -> ItemsBatchConsumer:
+    monkeypatch.setattr(consumer_module.time, "sleep", lambda s: None)  # the retry backoff
+    step = ItemsBatchConsumer(parent=None)
+    step.dead_letter_producer = RecordingProducer()
+    return step
+
+
+def test_a_whole_batch_is_stored_with_one_insert(consumer, log):
+    batch = [RecordedMessage(log, messages.task_body([_item()])) for _ in range(50)]
+    for message in batch:
+        consumer.on_message(message.body, message)
+    with CaptureQueriesContext(connection) as queries:
+        consumer.flush()
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    assert Item.objects.count() == 50
+    assert all(message.acked for message in batch)
+
+
+def test_a_message_that_can_never_be_stored_is_dead_lettered_with_why_and_the_rest_of_its_batch_is_stored(
+    consumer, log
+):
+    good = [RecordedMessage(log, messages.task_body([_item()])) for _ in range(3)]
+    poison = RecordedMessage(log, messages.task_body([_item(created_at="not a time")]))
+    for message in [good[0], poison, *good[1:]]:
+        consumer.on_message(message.body, message)
+    consumer.flush()
+
+    assert Item.objects.count() == 3
+    assert all(message.acked for message in [*good, poison])
+    (dead,) = consumer.dead_letter_producer.published
+    assert dead["body"] == poison.body and dead["delivery_mode"] == 2
+    assert dead["headers"][messages.REASON_HEADER] == "unstorable"
+    assert dead["headers"][messages.ATTEMPTS_HEADER] == consumer_module.MAX_ATTEMPTS
+    assert dead["headers"][messages.ERROR_HEADER].startswith("ValueError: ")
+    assert dead["headers"]["id"] == "task-id"  # the original headers are kept for the replay
+
+
+def test_a_body_that_is_not_an_items_message_is_dead_lettered_at_once_as_malformed(consumer, log):
+    message = RecordedMessage(log, [{"not": "a task"}])
+    consumer.on_message(message.body, message)
+    (dead,) = consumer.dead_letter_producer.published
+    assert dead["headers"][messages.REASON_HEADER] == "malformed"
+    assert message.acked and consumer.buffer == []

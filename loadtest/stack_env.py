@@ -1,4 +1,4 @@
-"""Finding, starting and stopping the native stack (deploy/stack/stack.py) and reading the config it runs with."""
+"""Finding, starting and stopping the native stack (python -m deploy.stack) and reading the config it runs with."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from deploy.stack import PORT_DEFAULTS
+
 REPO = Path(__file__).resolve().parents[1]
-STACK_SCRIPT = REPO / "deploy" / "stack" / "stack.py"
+# Run with cwd=REPO, so that `-m deploy.stack` finds the package.
+STACK_COMMAND = [sys.executable, "-m", "deploy.stack"]
+STACK_PACKAGE = REPO / "deploy" / "stack" / "__main__.py"
 # The load client is exempt from both rate-limit layers through this variable, never by editing a config.
 LOADTEST_ALLOWLIST = "127.0.0.1/32"
 _SECRET_NAMES = re.compile(r"SECRET|PASSWORD|TOKEN", re.I)
+
+
+def _port(name: str) -> str:
+    return os.environ.get(name) or str(PORT_DEFAULTS[name])
 
 
 def stack_dir() -> Path:
@@ -22,7 +30,8 @@ def stack_dir() -> Path:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as written by stack.py (`set -a; . .stack/env`); comments and blanks skipped."""
+    """KEY=VALUE lines as written by `python -m deploy.stack up` (`set -a; . .stack/env`); comments and blanks
+    skipped."""
     values = {}
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -57,11 +66,11 @@ class Stack:
 
     @property
     def http_url(self) -> str:
-        return self.env.get("STACK_HTTP_URL") or f"http://127.0.0.1:{os.environ.get('STACK_HTTP_PORT', '8080')}"
+        return self.env.get("STACK_HTTP_URL") or f"http://127.0.0.1:{_port('STACK_HTTP_PORT')}"
 
     @property
     def web_url(self) -> str:
-        return self.env.get("STACK_WEB_URL") or f"http://127.0.0.1:{os.environ.get('STACK_WEB_PORT', '58000')}"
+        return self.env.get("STACK_WEB_URL") or f"http://127.0.0.1:{_port('STACK_WEB_PORT')}"
 
     @property
     def database_direct_url(self) -> str | None:
@@ -94,31 +103,31 @@ def _process_env(pid_file: Path) -> dict[str, str]:
 
 
 def stack_is_up() -> bool:
-    """`stack.py status` exits 0 only when the supervisor and every component are alive."""
-    if not STACK_SCRIPT.exists():
+    """`python -m deploy.stack status` exits 0 only when the supervisor and every component are alive."""
+    if not STACK_PACKAGE.exists():
         return False
     result = subprocess.run(
-        [sys.executable, str(STACK_SCRIPT), "status"], capture_output=True, text=True, check=False, timeout=30
+        [*STACK_COMMAND, "status"], cwd=REPO, capture_output=True, text=True, check=False, timeout=30
     )
     return result.returncode == 0
 
 
 def start_stack(log_path: Path) -> None:
-    """`stack.py up` with the load client allow-listed; raises RuntimeError naming the log on failure."""
-    if not STACK_SCRIPT.exists():
-        raise RuntimeError(f"{STACK_SCRIPT.relative_to(REPO)} is missing: the native stack is not available here")
+    """`python -m deploy.stack up` with the load client allow-listed; raises RuntimeError naming the log on failure."""
+    if not STACK_PACKAGE.exists():
+        raise RuntimeError("deploy/stack is missing: the native stack is not available here")
     env = {**os.environ, "RATELIMIT_ALLOWLIST": LOADTEST_ALLOWLIST}
     with open(log_path, "ab") as log:
         # up waits for every component's health check (RabbitMQ alone may take a minute on first start).
         result = subprocess.run(
-            [sys.executable, str(STACK_SCRIPT), "up"], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600
+            [*STACK_COMMAND, "up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600
         )
     if result.returncode != 0:
-        raise RuntimeError(f"stack.py up failed (exit {result.returncode}); see {log_path}")
+        raise RuntimeError(f"deploy.stack up failed (exit {result.returncode}); see {log_path}")
 
 
 def stop_stack(log_path: Path) -> int:
     with open(log_path, "ab") as log:
         return subprocess.run(
-            [sys.executable, str(STACK_SCRIPT), "down"], stdout=log, stderr=subprocess.STDOUT, timeout=300
+            [*STACK_COMMAND, "down"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=300
         ).returncode

@@ -50,8 +50,11 @@ def encode(version: int, etag: str, body: bytes) -> bytes:
     return b"%d\n%s\n" % (version, etag.encode()) + body
 
 
-def decode(entry: bytes) -> tuple[int, str, bytes]:
-    """Raises ValueError for anything that is not an entry we wrote."""
+def decode(entry: bytes | str) -> tuple[int, str, bytes]:
+    """Raises ValueError for anything that is not an entry we wrote (a str one included: our clients never
+    decode responses)."""
+    if not isinstance(entry, bytes):
+        raise ValueError("not a cache entry of ours")
     version, etag, body = entry.split(b"\n", 2)
     return int(version), etag.decode(), body
 

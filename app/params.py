@@ -21,7 +21,7 @@ def limit_from(raw: str | None) -> int:
     """The page size asked for; InvalidParameter (400) when it is not a whole number from 1 to MAX_LIMIT."""
     limit = parse_limit(raw)
     if limit is None:
-        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {raw[:40]!r}.")
+        raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}; got {(raw or '')[:40]!r}.")
     return limit
 
 

@@ -81,8 +81,9 @@ class ItemListCreateApi(APIView):
             next_url = f"/items?limit={limit}&cursor={cursor_encode(next_before)}" if next_before else None
             return json_bytes({"results": items, "next": next_url})
 
-        etag, body = cache.get_or_build(cache.page_key(limit, token), build, versioned=True)
-        return conditional_json(request, body, etag)
+        page = cache.get_or_build(cache.page_key(limit, token), build, versioned=True)
+        assert page is not None  # a page is always built, if only an empty one
+        return conditional_json(request, page[1], page[0])
 
     @extend_schema(
         operation_id="items_create",

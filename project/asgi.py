@@ -13,6 +13,7 @@ from project.startup import refuse_misconfiguration  # noqa: E402  (needs the ap
 
 refuse_misconfiguration()
 
+from asgiref.typing import ASGIApplication  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from app import cache  # noqa: E402
@@ -29,6 +30,6 @@ PIPELINE = [
     LoadShedding if settings.LOAD_SHEDDING_ENABLED else None,
 ]
 
-application = django_application
+application: ASGIApplication = django_application
 for wrapper in reversed([w for w in PIPELINE if w is not None]):
     application = wrapper(application)

@@ -9,7 +9,7 @@ from django.core import checks
 def production_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     if not settings.PRODUCTION:
         return []
-    errors = []
+    errors: list[checks.CheckMessage] = []
     key = settings.SECRET_KEY
     # The same strength rule as Django's security.W009, but refusing rather than warning.
     if key == settings.DEVELOPMENT_SECRET_KEY or len(key) < 50 or len(set(key)) < 5:
@@ -42,7 +42,7 @@ def production_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]
 @checks.register("items")
 def consistent_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """Settings that are each valid alone but contradict each other."""
-    errors = []
+    errors: list[checks.CheckMessage] = []
     if not settings.SHED_LIMIT_MIN <= settings.SHED_LIMIT_INITIAL <= settings.SHED_LIMIT_MAX:
         errors.append(
             checks.Error(

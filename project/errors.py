@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
@@ -163,7 +164,9 @@ def _translate(exc: Exception) -> ApiError | None:
         case Ratelimited():
             return RateLimited()
         case drf.Throttled():
-            return RateLimited(retry_after_s=int(exc.wait or 1))
+            # Rounded up, as DRF's own Retry-After is: 0.5 s must not read as "now".
+            wait_s = getattr(exc, "wait", None) or 1
+            return RateLimited(retry_after_s=max(1, math.ceil(wait_s)))
         case OperationalError() | InterfaceError():
             logger.warning("database error answered with 503: %s", exc)
             return DatabaseUnavailable()

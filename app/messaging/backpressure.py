@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from kombu import Connection
@@ -92,7 +93,8 @@ class BrokerDepth:
         try:
             if self.connection is None:
                 self.connection = Connection(self.url, connect_timeout=self.timeout_s)
-            _, ready, _ = self.connection.default_channel.queue_declare(queue=ITEMS_QUEUE, passive=True)
+            channel: Any = self.connection.default_channel  # kombu's stubs lack most of a channel's methods
+            _, ready, _ = channel.queue_declare(queue=ITEMS_QUEUE, passive=True)
             return ready
         except Exception:
             # A passive declare of a queue that does not exist yet closes the channel; a dead broker the

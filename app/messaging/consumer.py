@@ -178,6 +178,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         (replaying it twice is harmless, the insert is idempotent).
         """
         logger.error("dead-lettering a message (%s after %d attempts): %r", reason, attempts, exc)
+        assert self.dead_letter_producer is not None  # made with the consumers, before any delivery
         self.dead_letter_producer.publish(
             message.body,
             routing_key=dead_letter_queue.routing_key,

@@ -25,14 +25,14 @@ def item_payload(*, item_id: str, name: str, description: str, created_at: str) 
     return {"id": item_id, "name": name, "description": description, "created_at": created_at}
 
 
-def task_args(items: list[dict]) -> list:
-    """The task's positional arguments for these items (what apply_async takes)."""
-    return [items]
+def task_args(items: list[dict]) -> tuple[list[dict]]:
+    """The task's positional arguments for these items (what apply_async takes; a JSON list on the wire)."""
+    return (items,)
 
 
 def task_body(items: list[dict]) -> list:
     """The whole message body for these items, as Celery writes it (for tests and tools that publish raw)."""
-    return [task_args(items), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    return [list(task_args(items)), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
 
 
 def items_of(body: object) -> list[dict]:

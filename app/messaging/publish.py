@@ -26,7 +26,8 @@ def nothing_sent(failures: list[BaseException]) -> bool:
     connection, so no frame), or the broker nacked the message (reject-publish at x-max-length). Anything else —
     a confirm timeout, a connection reset or closed after the frames went out, a channel error — may come after
     RabbitMQ stored the message. kombu wraps the cause in its OperationalError, which says nothing by itself."""
-    seen, pending = [], list(failures)
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = list(failures)
     while pending:
         exc = pending.pop()
         if exc is None or any(exc is other for other in seen):
@@ -50,7 +51,7 @@ def publish_item(payload: dict) -> None:
             args=messages.task_args([payload]),
             queue=items_queue(),
             retry_policy={**_PUBLISH_RETRY_POLICY, "errback": lambda exc, _interval_s: retried.append(exc)},
-            confirm_timeout=settings.PUBLISH_CONFIRM_TIMEOUT_S,
+            confirm_timeout=settings.PUBLISH_CONFIRM_TIMEOUT_S,  # type: ignore[call-arg]  # kombu's, passed on
         )
     # OSError: refused, reset, confirm timeout (socket.timeout). AMQPError: channel errors Celery does not wrap,
     # e.g. PRECONDITION_FAILED when the queue exists with other arguments, or a permission refused.

@@ -6,6 +6,8 @@ set headers and bump in-memory counters (nothing blocks), so calling them inline
 The sync path is unchanged.
 """
 
+from collections.abc import Callable
+
 from django.middleware.clickjacking import XFrameOptionsMiddleware as DjangoXFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 from django_prometheus.middleware import PrometheusAfterMiddleware as DjangoPrometheusAfterMiddleware
@@ -13,6 +15,8 @@ from django_prometheus.middleware import PrometheusBeforeMiddleware as DjangoPro
 
 
 class InlineHooksMixin:
+    get_response: Callable
+
     async def __acall__(self, request):
         response = None
         if hasattr(self, "process_request"):

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -13,7 +14,7 @@ from app.messaging.queues import ITEMS_QUEUE, dead_letter_queue, items_queue
 
 def _item_ids(message: Message) -> list[str]:
     try:
-        return messages.item_ids(json.loads(message.body))
+        return messages.item_ids(json.loads(message.body or b""))
     except ValueError:  # not JSON
         return ["?"]
 
@@ -23,8 +24,9 @@ def _why(message: Message) -> tuple[str, str]:
     if messages.REASON_HEADER in headers:
         return headers[messages.REASON_HEADER], headers.get(messages.ERROR_HEADER, "")
     # Dead-lettered by RabbitMQ itself: x-delivery-limit reached (the worker kept dying on it).
-    deaths = headers.get("x-death") or [{}]
-    return str(deaths[0].get("reason", "unknown")), "redelivered past the queue's x-delivery-limit"
+    deaths = headers.get("x-death")
+    reason = deaths[0].get("reason", "unknown") if isinstance(deaths, list) and deaths else "unknown"
+    return str(reason), "redelivered past the queue's x-delivery-limit"
 
 
 class Command(BaseCommand):
@@ -42,50 +44,55 @@ class Command(BaseCommand):
         if action in ("show", "replay") and not (item_id or (action == "replay" and all)):
             raise CommandError(f"{action} needs an item id" + (" or --all" if action == "replay" else "") + ".")
         with Connection(settings.BROKER_URL, transport_options={"confirm_publish": True}) as connection:
-            channel = connection.channel()
+            channel: Any = connection.channel()  # kombu's stubs lack most of a channel's methods
             dead_letter_queue(channel).declare()
             # Unacked gets: whatever we do not ack goes back to the queue when the channel closes.
-            messages = []
+            dead: list[Message] = []
             for _ in range(limit):
                 message = dead_letter_queue(channel).get(no_ack=False, accept=["json"])
                 if message is None:
                     break
-                messages.append(message)
+                dead.append(message)
             if action == "list":
-                self._list(messages)
+                self._list(dead)
             elif action == "show":
-                self._show([m for m in messages if item_id in _item_ids(m)], item_id)
+                self._show([m for m in dead if item_id in _item_ids(m)], str(item_id))
             else:
-                chosen = messages if all else [m for m in messages if item_id in _item_ids(m)]
+                chosen = dead if all else [m for m in dead if item_id in _item_ids(m)]
                 self._replay(Producer(channel), chosen)
             channel.close()
 
-    def _list(self, messages: list[Message]) -> None:
-        self.stdout.write(f"{len(messages)} dead-lettered message(s)")
-        for message in messages:
+    def _list(self, dead: list[Message]) -> None:
+        self.stdout.write(f"{len(dead)} dead-lettered message(s)")
+        for message in dead:
             reason, error = _why(message)
             when = (message.headers or {}).get(messages.DEAD_LETTERED_AT_HEADER)
-            at = dt.datetime.fromtimestamp(when, tz=dt.UTC).isoformat(timespec="seconds") if when else "-"
+            at = dt.datetime.fromtimestamp(float(when), tz=dt.UTC).isoformat(timespec="seconds") if when else "-"
             attempts = (message.headers or {}).get(messages.ATTEMPTS_HEADER, "-")
             self.stdout.write(f"{','.join(_item_ids(message))}\t{reason}\tattempts={attempts}\t{at}\t{error[:120]}")
 
-    def _show(self, messages: list[Message], item_id: str) -> None:
-        if not messages:
+    def _show(self, dead: list[Message], item_id: str) -> None:
+        if not dead:
             raise CommandError(f"No dead-lettered message for item {item_id}.")
-        for message in messages:
+        for message in dead:
             reason, error = _why(message)
             self.stdout.write(
                 json.dumps(
-                    {"reason": reason, "error": error, "headers": message.headers, "body": json.loads(message.body)},
+                    {
+                        "reason": reason,
+                        "error": error,
+                        "headers": message.headers,
+                        "body": json.loads(message.body or b""),
+                    },
                     indent=2,
                     default=str,
                 )
             )
 
-    def _replay(self, producer: Producer, messages: list[Message]) -> None:
-        if not messages:
+    def _replay(self, producer: Producer, dead: list[Message]) -> None:
+        if not dead:
             raise CommandError("Nothing to replay.")
-        for message in messages:
+        for message in dead:
             producer.publish(
                 message.body,
                 exchange=items_queue().exchange,
@@ -98,4 +105,4 @@ class Command(BaseCommand):
             )  # confirmed before it returns (confirm_publish)
             message.ack()
             self.stdout.write(f"replayed {','.join(_item_ids(message))}")
-        self.stdout.write(f"{len(messages)} message(s) back on the {ITEMS_QUEUE} queue")
+        self.stdout.write(f"{len(dead)} message(s) back on the {ITEMS_QUEUE} queue")

@@ -36,9 +36,11 @@ test-unit: install ## unit tests only (embedded default, seconds)
 test-integration: install ## integration tests only (start the native stack on free ports)
 	$(BIN)/pytest tests/integration
 
-lint: install ## ruff lint and format check, hadolint on the Dockerfiles
+lint: install ## ruff lint and format check, mypy, the import contracts, hadolint on the Dockerfiles
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint Dockerfile.web Dockerfile.worker deploy/pgbouncer/Dockerfile
 
 format: install ## apply ruff's fixes and formatting

@@ -4,8 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.utils.decorators import method_decorator
-from django_ratelimit.decorators import ratelimit
+from django_ratelimit.core import get_usage
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -17,7 +16,7 @@ from app.http import accepted_json, conditional_json, json_bytes
 from app.params import DEFAULT_LIMIT, MAX_LIMIT, idempotency_key_from, limit_from
 from app.selectors import item_get, item_list
 from app.services import item_accept
-from project.errors import InvalidInput, NotFound
+from project.errors import InvalidInput, NotFound, RateLimited
 from project.net import client_ip, is_allowlisted
 
 
@@ -92,8 +91,12 @@ class ItemListCreateApi(APIView):
             202: inline_serializer("Accepted", {"id": serializers.UUIDField(), "status": serializers.CharField()})
         },
     )
-    @method_decorator(ratelimit(group="items.post", key="ip", rate=_post_rate, method="POST", block=True))
     def post(self, request: Request) -> HttpResponse:
+        # django-ratelimit counts in fixed windows; its usage says when this client's window ends, which is the
+        # true Retry-After (the decorator's Ratelimited carries none).
+        usage = get_usage(request, group="items.post", key="ip", rate=_post_rate, method="POST", increment=True)
+        if usage is not None and usage["should_limit"]:
+            raise RateLimited(retry_after_s=max(1, usage["time_left"]))
         if not isinstance(request.data, dict):
             raise InvalidInput('The body must be a JSON object such as {"name": "…", "description": "…"}.')
         serializer = self.InputSerializer(data=request.data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -48,14 +48,14 @@ class Config:
 
     stack_dir: Path
     ports: dict[str, int]
-    binaries: dict[str, str | None] = field(default_factory=dict)  # name -> path (None: not installed)
-    pg_user: str = "items"
-    pg_password: str = "items"
-    pg_db: str = "items"
-    mq_user: str = "items"
-    mq_password: str = "items"
-    ratelimit_allowlist: str = ""
-    microcache_ttl: str = "1s"
+    binaries: dict[str, str | None]  # name -> path (None: not installed)
+    pg_user: str
+    pg_password: str
+    pg_db: str
+    mq_user: str
+    mq_password: str
+    ratelimit_allowlist: str
+    microcache_ttl: str
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, *, binaries: dict | None = None) -> Config:

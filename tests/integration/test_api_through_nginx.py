@@ -1,4 +1,4 @@
-"""The API contract of DESIGN.md §3 as a client sees it through Nginx, on the real stack."""
+"""The API contract (README.md, "API") as a client sees it through Nginx, on the real stack."""
 
 import time
 import uuid

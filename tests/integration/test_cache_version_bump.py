@@ -1,5 +1,5 @@
-"""Bounded staleness (DESIGN.md §4): a row stored while Redis refuses the worker's version bump still shows in
-cached pages soon after Redis answers again, not after RESPONSE_CACHE_TTL_S (300 s)."""
+"""Bounded staleness (docs/architecture.md, guarantees): a row stored while Redis refuses the worker's version
+bump still shows in cached pages soon after Redis answers again, not after RESPONSE_CACHE_TTL_S (300 s)."""
 
 import time
 

@@ -1,4 +1,5 @@
-"""Reads at cache speed (DESIGN.md §6): app cache in Redis, ASGI fast path, no stampede, Nginx micro-cache."""
+"""Reads at cache speed (docs/architecture.md, caching): app cache in Redis, ASGI fast path, no stampede, Nginx
+micro-cache."""
 
 import asyncio
 import concurrent.futures

@@ -1,4 +1,5 @@
-"""No accepted write is lost, none is stored twice, poison ends in the dead-letter queue (DESIGN.md §4).
+"""No accepted write is lost, none is stored twice, poison ends in the dead-letter queue (docs/architecture.md,
+guarantees).
 
 Each test ends with an exact count in PostgreSQL: every 202 id stored once, and no row without a 202.
 """

@@ -1,4 +1,4 @@
-"""A client retry after an ambiguous publish stores the item once (DESIGN.md §4, "No duplicate").
+"""A client retry after an ambiguous publish stores the item once (docs/architecture.md, guarantees: "No duplicate").
 
 The ambiguous case: RabbitMQ took the message but its confirm never reached the API in time (here the `items`
 queue's Raft leader is suspended, then resumed: it stores the message after the API gave up), so the client got a

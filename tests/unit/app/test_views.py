@@ -1,4 +1,4 @@
-"""The items API contract of DESIGN.md §3, on the embedded default."""
+"""The items API contract (README.md, "API"), on the embedded default."""
 
 import re
 import uuid

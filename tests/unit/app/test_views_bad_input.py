@@ -1,4 +1,4 @@
-"""Every ugly input answers its status from DESIGN.md's table, in the envelope; never a 500, never a redirect."""
+"""Every ugly input answers its status from README.md's error table, in the envelope; never a 500, never a redirect."""
 
 import json
 

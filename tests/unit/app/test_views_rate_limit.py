@@ -22,8 +22,22 @@ def test_over_the_rate_post_answers_429_with_retry_after_and_stores_nothing(limi
     assert [post_item({"name": str(n)}).status_code for n in range(3)] == [202, 202, 202]
     response = post_item({"name": "one too many"})
     assert_envelope(response, 429, "rate_limited")
-    assert int(response["Retry-After"]) >= 1
+    # When this client's one-minute window ends: the POST would be accepted then, not sooner.
+    assert 1 <= int(response["Retry-After"]) <= 60
     assert Item.objects.count() == 3
+
+
+def test_retry_after_is_when_the_clients_window_ends(limited, settings, post_item, monkeypatch):
+    import django_ratelimit.core
+
+    settings.RATELIMIT_POST_RATE = "1/h"
+    post_item({"name": "first"})
+    now = django_ratelimit.core.time.time()
+    retry_after = int(post_item({"name": "second"})["Retry-After"])
+    monkeypatch.setattr(django_ratelimit.core.time, "time", lambda: now + retry_after - 1)
+    assert post_item({"name": "a second before"}).status_code == 429
+    monkeypatch.setattr(django_ratelimit.core.time, "time", lambda: now + retry_after + 1)
+    assert post_item({"name": "after it"}).status_code == 202
 
 
 def test_each_client_behind_the_proxy_has_its_own_budget(limited, client):

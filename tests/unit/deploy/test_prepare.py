@@ -63,7 +63,7 @@ def test_the_allowlist_becomes_nginx_geo_lines_normalised_to_networks():
 
 
 def test_an_allowlist_entry_that_is_not_an_address_is_refused_naming_it():
-    with pytest.raises(StackError, match="'example.com' is not an IP address or CIDR"):
+    with pytest.raises(StackError, match=r"'example\.com' is not an IP address or CIDR"):
         prepare.allowlist_geo("127.0.0.1,example.com")
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def env_names_read() -> set[str]:
     return names
 
 
-def config_env(env: dict[str, str], also: set[str] = frozenset()) -> dict:
+def config_env(env: dict[str, str], also: Iterable[str] = frozenset()) -> dict:
     """The part of a process environment the service reads: set values, and names left to their defaults."""
     read = env_names_read()
     return {

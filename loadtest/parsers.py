@@ -271,7 +271,7 @@ def parse_proxy_log(text: str) -> dict:
             "count": len(values),
             **{f"p{pct}_ms": _percentile(values, pct) for pct in (50, 90, 99)},
         }
-    five_xx = sum(v["count"] for s, v in by_status.items() if s.startswith("5"))
+    five_xx = sum(len(values) for status, values in times.items() if status.startswith("5"))
     success = sorted(t for status, values in times.items() if status.startswith("2") for t in values)
     return {
         "by_status": by_status,

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from loadtest.lostwrite import lost_write_verdict, wait_drained
 from loadtest.parsers import LoadResult, ParseError, parse_hey, parse_proxy_log, parse_wrk
@@ -65,9 +66,24 @@ class Progress:
             sys.stderr.flush()
 
 
+class _Cursor(Protocol):
+    """What RowCounter uses of a DB-API cursor: sqlite3's and psycopg2's alike."""
+
+    def execute(self, query: str, /) -> object: ...
+    def fetchone(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class _Connection(Protocol):
+    def cursor(self) -> _Cursor: ...
+    def close(self) -> None: ...
+
+
 class RowCounter:
     """SELECT count(*) FROM items over one autocommit connection: PostgreSQL itself (postgres://…), or the
     embedded default's SQLite file (sqlite:///path, for trying the tool against `make run`)."""
+
+    conn: _Connection
 
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
@@ -78,11 +94,13 @@ class RowCounter:
         else:
             import psycopg2  # only runs with a database need it
 
-            self.conn = psycopg2.connect(url, connect_timeout=5)
-            self.conn.autocommit = True
+            connection = psycopg2.connect(url, connect_timeout=5)
+            connection.autocommit = True
+            self.conn = connection
             self.version_query = "SHOW server_version"
 
-    def _one(self, query: str) -> object:
+    def _one(self, query: str) -> Any:
+        """The first column of the query's one row, as the driver returns it (int for count(*))."""
         cursor = self.conn.cursor()
         try:
             cursor.execute(query)
@@ -312,11 +330,12 @@ def run_all(ctx: Context, names: list[str]) -> dict[str, dict]:
 
 def run_sweep(ctx: Context) -> list[dict]:
     """get-app-hit at each connection count of the sweep: latency against concurrency."""
-    plan, sweep = ctx.plan, []
+    plan = ctx.plan
+    sweep: list[dict] = []
     if "app" not in ctx.urls or not plan.sweep_connections:
         return sweep
     for connections in plan.sweep_connections:
-        runs = []
+        runs: list[dict] = []
         for run in range(1, plan.sweep_runs + 1):
             ctx.progress.update(f"sweep get-app-hit c={connections} run {run}/{plan.sweep_runs}")
             argv = wrk_command(ctx.urls["app"] + "/items", connections=connections, duration_s=plan.sweep_duration_s)

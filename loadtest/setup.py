@@ -269,10 +269,13 @@ def _allowlisted(allowlist: str) -> bool:
 def _cache_statuses(base_url: str, probes: int = 5) -> str | None:
     """X-Cache-Status of a few GET /items in a row, e.g. "HIT x4, UPDATING x1"; None when Nginx sends none."""
     parts = urlsplit(base_url)
+    host = parts.hostname
+    if host is None:
+        return None
     seen: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for _ in range(probes):
-            status = http_get(parts.hostname, parts.port or 80, "/items")[1].get("x-cache-status", "absent")
+            status = http_get(host, parts.port or 80, "/items")[1].get("x-cache-status", "absent")
             seen[status] = seen.get(status, 0) + 1
     if not seen or set(seen) == {"absent"}:
         return None

@@ -31,7 +31,9 @@ def _row_counter(database_url: str):
     def count() -> int:
         with psycopg2.connect(database_url, connect_timeout=5) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM items")
-            return cursor.fetchone()[0]
+            row = cursor.fetchone()
+            assert row is not None  # count(*) always returns one row
+            return int(row[0])
 
     return count
 
@@ -43,7 +45,7 @@ def _depth_sampler(broker_url: str, samples: list[tuple[float, int]], stop: thre
         channel = connection.channel()
         while not stop.is_set():
             try:
-                depth = channel.queue_declare("items", passive=True).message_count
+                depth = channel.queue_declare("items", passive=True).message_count  # type: ignore[attr-defined]  # kombu's stubs lack Channel.queue_declare
             except Exception:  # a missed sample is a gap in the series, not a failed run
                 depth = -1
             samples.append((round(time.monotonic() - started, 2), depth))

@@ -5,8 +5,11 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 # The repository's root: where manage.py, deploy/ and README.md are.
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +27,7 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, interval_s: float = 0.2) -> object:
+def wait_until(condition: Callable[[], T | None], timeout_s: float, interval_s: float = 0.2) -> T:
     """Poll `condition` until it returns something truthy; fail the test with the last value after timeout_s."""
     deadline = time.monotonic() + timeout_s
     value = None

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ PROJECT = "items-compose-test"
 FILES = ("docker-compose.yml", "deploy/compose/ci/docker-compose.ci.yml")
 ONE_SHOTS = {"secrets", "migrate"}
 UP_TIMEOUT_S = 300
+T = TypeVar("T")
 
 if not os.environ.get("DOCKER_HOST"):
     pytest.fail("DOCKER_HOST is not set: run these through `make compose-test`", pytrace=False)
@@ -71,7 +73,7 @@ class Compose:
         return json.loads(out) if out.lstrip().startswith("[") else [json.loads(line) for line in out.splitlines()]
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str | Callable[[], str]) -> object:
+def wait_until(condition: Callable[[], T | None], timeout_s: float, what: str | Callable[[], str]) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -197,7 +199,9 @@ def test_backup_wipe_restore_gives_back_the_same_rows(compose):
     before = compose.psql(digest)
 
     made = compose("exec", "-T", "backup", "/items/backup/pg-backup.sh")
-    backup_file = re.search(r"wrote (\S+\.sql\.gz)", made.stderr).group(1)
+    wrote = re.search(r"wrote (\S+\.sql\.gz)", made.stderr)
+    assert wrote is not None, made.stderr
+    backup_file = wrote.group(1)
     compose.psql("TRUNCATE items")
     assert compose.psql("SELECT count(*) FROM items") == "0"
 

@@ -141,17 +141,17 @@ def test_a_hit_makes_no_database_query_and_no_thread_hop(stack, settings, monkey
     from asgiref.sync import SyncToAsync
     from django.db.backends.utils import CursorWrapper
 
-    from app import response_cache
+    from app import cache
     from app.fast_path import FastPath
 
     settings.REDIS_URL = stack.env["REDIS_URL"]
     settings.ALLOWED_HOSTS = ["localhost"]
-    monkeypatch.setattr(response_cache, "_client", None)
+    monkeypatch.setattr(cache, "_client", None)
     body = b'{"results":[],"next":null}'
-    key = response_cache.page_key(20, "in-process-test")
-    client = response_cache._redis()
-    version = int(client.get(response_cache.VERSION_KEY) or 0)
-    client.set(key, response_cache.encode(version, response_cache.etag_for(body), body), ex=60)
+    key = cache.page_key(20, "in-process-test")
+    client = cache._redis()
+    version = int(client.get(cache.VERSION_KEY) or 0)
+    client.set(key, cache.encode(version, cache.etag_for(body), body), ex=60)
 
     calls = {"hops": 0, "queries": 0, "django": 0}
     original_hop = SyncToAsync.__call__

@@ -157,6 +157,7 @@ def test_a_message_that_cannot_be_stored_is_dead_lettered_while_the_rest_are_sto
     try:
         answers = post_all(f"{stack.base_url}/items", _bodies(poison, 1) + _bodies("healthy", 200), concurrency=20)
         assert all(a.status == 202 for a in answers)
+        assert answers[0].body is not None, answers[0]
         poison_id = answers[0].body["id"]
 
         assert len(_wait_for_rows(stack, "healthy", 200)) == 200
@@ -200,6 +201,7 @@ def test_one_idempotency_key_sent_20_times_concurrently_makes_one_row_and_20_ide
     answers = post_all(f"{stack.base_url}/items", [body] * 20, concurrency=20, headers={"Idempotency-Key": key})
     assert [a.status for a in answers] == [202] * 20
     assert len({json.dumps(a.body, sort_keys=True) for a in answers}) == 1
+    assert answers[0].body is not None, answers[0]
     item_id = answers[0].body["id"]
     stored = _wait_for_rows(stack, "idempotent", 1)
     assert stored == {item_id: 1}

@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from typing import Any, cast
 
 import pytest
 
@@ -101,7 +102,7 @@ UGLY_QUERIES = [
 class _AnyKeyCache:
     """Stands in for AsyncLookup: has an entry under every key, whose body names the key."""
 
-    async def fresh(self, key: str, *, versioned: bool):
+    async def fresh(self, key: str, *, versioned: bool) -> tuple[str, bytes]:
         return '"tag"', key.encode()
 
 
@@ -116,7 +117,7 @@ def _cached_by_django(client, key: str) -> tuple[int, bytes] | None:
 def _fast_path_answer(client, query: bytes) -> tuple[int, bytes] | None:
     """(status, body) from the fast path over a cache that Django filled, or None when it handed the request
     to Django."""
-    sent = []
+    sent: list[Any] = []  # "django", or the ASGI messages sent
 
     async def django(scope, receive, send):
         sent.append("django")
@@ -125,7 +126,7 @@ def _fast_path_answer(client, query: bytes) -> tuple[int, bytes] | None:
         sent.append(message)
 
     fast_path = FastPath(django)
-    fast_path.lookup = _AnyKeyCache()
+    fast_path.lookup = cast(cache.AsyncLookup, _AnyKeyCache())
     scope = {
         "type": "http",
         "method": "GET",

@@ -1,8 +1,10 @@
 """Preparing a stack: configs rendered from deploy/ (only ${UPPER_CASE} is ours), generated secrets, the
 rate-limit allow-list, and the env file other tools read."""
 
+import os
 import re
 import stat
+import subprocess
 
 import pytest
 
@@ -78,3 +80,22 @@ def test_the_env_file_tells_other_tools_how_to_reach_the_stack(tmp_path):
     assert values["SECRET_KEY"] == (cfg.conf / "secret_key").read_text().strip()
     assert values["STACK_PG_BIN"] == "/usr/bin"
     assert mode(env_file) == 0o600
+
+
+def test_the_compose_entrypoint_renders_every_template_exactly_as_the_native_stack_does(tmp_path):
+    # Two renderers, one syntax: the entrypoint is POSIX sh + awk because the server images it runs in
+    # (postgres, redis, rabbitmq, nginx) have no Python.
+    values = prepare.template_values(config(tmp_path))
+    env = {"PATH": os.environ["PATH"], "SECRETS_DIR": str(tmp_path / "no-secrets"), **values}
+    for source, _target in prepare.TEMPLATES:
+        out = tmp_path / "compose" / source
+        done = subprocess.run(
+            ["sh", str(DEPLOY / "compose/entrypoint.sh"), "--render", f"{DEPLOY / source}:{out}", "--", "true"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert out.read_text() == prepare.render(source, (DEPLOY / source).read_text(), values), source

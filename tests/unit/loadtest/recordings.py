@@ -17,7 +17,7 @@ def results_from_recordings(lost_write_case: tuple[int, int]) -> dict:
     post = parse_hey((FIXTURES / "hey_post_lost.txt").read_text())
     rows_before, rows_after = lost_write_case
     verdict = lost_write_verdict(rows_before=rows_before, rows_after=rows_after, accepted=post.accepted)
-    scenarios = {
+    scenarios: dict[str, dict] = {
         "get-app-hit": {"summary": "app", "tool": "wrk", "connections": 100, "runs": [{"run": 1, "result": get_app}]},
         "baseline-asgi": {
             "summary": "asgi",

@@ -35,7 +35,7 @@ def _run(statuses: dict[str, int], success_p99: float, rejection_p50: float | No
 
 
 def test_each_overload_row_is_compared_with_the_peak_of_its_own_server():
-    scenarios = {
+    scenarios: dict[str, dict] = {
         "peak-get": {"runs": [_run({"200": 1000}, 300, None, 0)]},
         "peak-get-noshed": {"runs": [_run({"200": 800}, 320, None, 0)]},
         "overload": {"runs": [_run({"200": 950, "503": 5000}, 600, 3.0, 2.0)], "statuses_total": {"200": 950}},

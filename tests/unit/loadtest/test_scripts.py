@@ -63,7 +63,9 @@ def test_the_backoff_client_waits_as_long_as_retry_after_says_where_plain_wrk_re
                 timeout=30,
                 check=True,
             ).stdout
-            counts[script] = parse_report_line(out)["statuses"]["503"]
+            report = parse_report_line(out)
+            assert report is not None, out
+            counts[script] = report["statuses"]["503"]
     finally:
         server.shutdown()
 

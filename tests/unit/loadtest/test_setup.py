@@ -7,6 +7,7 @@ import pytest
 
 from loadtest import cli, setup
 from loadtest.runner import Progress
+from loadtest.servers import Server
 
 
 def test_allowlist_covering_loopback_is_recognised():
@@ -42,7 +43,7 @@ def test_away_from_the_native_stack_its_helper_gunicorns_are_skipped_and_the_los
     args = cli.build_parser().parse_args(
         ["--base-url", items_url + "/", "--app-url", items_url, "--scenarios", "get-app-hit,get-app-miss,peak-post"]
     )
-    servers = []
+    servers: list[Server] = []
 
     prepared = setup.prepare(args, cli.make_plan(args), tmp_path, Progress(), servers)
 

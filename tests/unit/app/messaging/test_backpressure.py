@@ -35,7 +35,12 @@ def test_the_delay_grows_linearly_between_the_watermarks_and_rejects_at_high(dep
 
 def test_the_broker_is_asked_at_most_once_per_interval_whatever_the_request_rate():
     clock, calls = FakeClock(), []
-    sampler = DepthSampler(lambda: calls.append(1) or 42, interval_s=0.1, clock=clock)
+
+    def read() -> int:
+        calls.append(1)
+        return 42
+
+    sampler = DepthSampler(read, interval_s=0.1, clock=clock)
     for _ in range(1000):
         assert sampler.current() == 42
     assert len(calls) == 1

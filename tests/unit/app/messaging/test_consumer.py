@@ -4,11 +4,13 @@ while Redis stays down the batch is still acked and the bump is paid later."""
 
 import datetime as dt
 import uuid
+from typing import cast
 
 import pytest
 import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from kombu import Message, Producer
 from prometheus_client import REGISTRY
 
 from app import cache
@@ -67,7 +69,9 @@ def _failures() -> float:
 
 
 def _owed() -> float:
-    return REGISTRY.get_sample_value("items_cache_version_bump_owed")
+    owed = REGISTRY.get_sample_value("items_cache_version_bump_owed")
+    assert owed is not None, "items_cache_version_bump_owed is not exported"
+    return owed
 
 
 def _flush_one_batch(log: list[str], size: int = 3) -> list[FakeMessage]:
@@ -80,7 +84,7 @@ def _flush_one_batch(log: list[str], size: int = 3) -> list[FakeMessage]:
             "description": "",
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
         }
-        consumer.on_message(messages.task_body([payload]), message)
+        consumer.on_message(messages.task_body([payload]), cast(Message, message))  # a stand-in for kombu's
     consumer.flush()
     return delivered
 
@@ -184,7 +188,7 @@ def _item(**overrides) -> dict:
 def consumer(monkeypatch) -> ItemsBatchConsumer:
     monkeypatch.setattr(consumer_module.time, "sleep", lambda s: None)  # the retry backoff
     step = ItemsBatchConsumer(parent=None)
-    step.dead_letter_producer = RecordingProducer()
+    step.dead_letter_producer = cast(Producer, RecordingProducer())  # a stand-in for kombu's
     return step
 
 

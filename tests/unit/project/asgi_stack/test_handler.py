@@ -101,7 +101,7 @@ async def test_concurrent_requests_each_get_a_thread_of_their_own_for_all_their_
     finally:
         release.set()
         request_started.disconnect(hold_the_first)
-    by_path = {}
+    by_path: dict[str, set[int]] = {}
     for path, _, ident in request_threads:
         by_path.setdefault(path or "finished", set()).add(ident)
     assert len(by_path["/healthz?hold"]) == len(by_path["/healthz?second"]) == 1

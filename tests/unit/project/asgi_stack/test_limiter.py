@@ -1,6 +1,7 @@
 """The gradient limiter's math and the queue time read from X-Request-Start."""
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -45,8 +46,14 @@ def cpu_bound(admitted: int) -> float:
     return admitted * 0.001
 
 
-def limiter_with(clock: FakeClock, **overrides) -> GradientLimiter:
-    options = {"initial": 20, "minimum": 5, "maximum": 200, "tolerance": 2.0, "clock": clock} | overrides
+def limiter_with(clock: FakeClock, **overrides: Any) -> GradientLimiter:
+    options: dict[str, Any] = {
+        "initial": 20,
+        "minimum": 5,
+        "maximum": 200,
+        "tolerance": 2.0,
+        "clock": clock,
+    } | overrides
     return GradientLimiter(**options)
 
 

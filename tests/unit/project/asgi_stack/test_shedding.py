@@ -40,7 +40,10 @@ def _scope(path: str, client: tuple[str, int] | None = None, **headers: str) -> 
     }
 
 
-async def _asgi_get(app, path: str, client: tuple[str, int] | None = None, **headers: str) -> tuple[int, dict, bytes]:
+async def _asgi_get(
+    app, path: str, client: tuple[str, int] | None = None, /, **headers: str
+) -> tuple[int, dict, bytes]:
+    """`client` is positional-only: no header name passed in **headers can take its place."""
     sent = []
 
     async def send(message):
@@ -190,7 +193,7 @@ async def test_async_x_client_connection_from_an_untrusted_peer_is_ignored():
     forged = {"X-Request-Start": old_start(10), "X-Client-Connection": "7"}
     started = time.perf_counter()
     for port in (5001, 5002):  # two connections of one untrusted client, both claiming to be connection 7
-        assert_overloaded_asgi(*await _asgi_get(app, "/items", client=("203.0.113.5", port), **forged))
+        assert_overloaded_asgi(*await _asgi_get(app, "/items", ("203.0.113.5", port), **forged))
     assert time.perf_counter() - started < 0.5  # keyed by its own connections: neither was held
     assert client_connection(_scope("/items", ("203.0.113.5", 5001), **forged)) == ("203.0.113.5", 5001)
 

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run, a lost-write check after every POST scenario, and a JSON + Markdown + PNG report.",
         epilog="Scenarios: "
         + "; ".join(f"{n} ({s.summary})" for n, s in SCENARIOS.items())
-        + ". See loadtest/README.md.",
+        + ". See docs/load-testing.md.",
     )
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="comma-separated names (default: all): " + ",".join(SCENARIOS)
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--start-stack",
         action="store_true",
-        help="start the native stack (deploy/stack/stack.py up, RATELIMIT_ALLOWLIST=127.0.0.1/32) "
+        help="start the native stack (python -m deploy.stack up, RATELIMIT_ALLOWLIST=127.0.0.1/32) "
         "and stop it afterwards; a stack that is already up is used and left running",
     )
     return parser
@@ -189,7 +189,9 @@ def _main(args: argparse.Namespace) -> int:
             if stack_is_up():
                 progress.update("the native stack is already up: using it, and leaving it up")
             else:
-                progress.update("starting the native stack (stack.py up, RATELIMIT_ALLOWLIST=127.0.0.1/32)")
+                progress.update(
+                    "starting the native stack (python -m deploy.stack up, RATELIMIT_ALLOWLIST=127.0.0.1/32)"
+                )
                 # Ours from here on: an interrupt during `up` leaves its detached supervisor booting, and
                 # `down` after a failed `up` is harmless.
                 stack_started = True
@@ -210,7 +212,7 @@ def _main(args: argparse.Namespace) -> int:
         for server in servers:
             server.stop()
         if stack_started:
-            progress.update("stopping the native stack it started (stack.py down)")
+            progress.update("stopping the native stack it started (python -m deploy.stack down)")
             stop_stack(out_dir / "stack.log")
         progress.close()
 

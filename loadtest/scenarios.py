@@ -7,7 +7,7 @@ from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 # wrk threads: one per core. The load generator shares these 2 cores with the server; more threads than
-# cores only adds context switches in the client (loadtest/README.md, "Thread counts").
+# cores only adds context switches in the client (docs/load-testing.md, "Thread counts").
 WRK_THREADS = 2
 # A slow answer should be measured, not dropped: wrk's default --timeout of 2 s turns any answer slower than
 # that into a "timeout" socket error that leaves the latency percentiles.

@@ -63,7 +63,7 @@ def http_status(port: int, path: str) -> int | None:
 
 
 def pg_ready(cfg: Config, port: int) -> bool:
-    command = [cfg.binaries["pg_isready"], "-q", "-h", "127.0.0.1", "-p", str(port), "-U", cfg.pg_user, "-t", "2"]
+    command = [cfg.binary("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", cfg.pg_user, "-t", "2"]
     return subprocess.run(command, check=False).returncode == 0
 
 
@@ -77,7 +77,7 @@ def start_script_env() -> dict[str, str]:
 
 def build(cfg: Config) -> list[Component]:
     """Every component in dependency order: each starts only once the ones before it are healthy."""
-    ports, bins, conf, data = cfg.ports, cfg.binaries, cfg.conf, cfg.data
+    ports, binary, conf, data = cfg.ports, cfg.binary, cfg.conf, cfg.data
     pg, bouncer, redis = ports["STACK_PG_PORT"], ports["STACK_PGBOUNCER_PORT"], ports["STACK_REDIS_PORT"]
     amqp, epmd, web = ports["STACK_AMQP_PORT"], ports["STACK_EPMD_PORT"], ports["STACK_WEB_PORT"]
     http_, worker_metrics = ports["STACK_HTTP_PORT"], ports["STACK_WORKER_METRICS_PORT"]
@@ -88,7 +88,7 @@ def build(cfg: Config) -> list[Component]:
     return [
         Component(
             name="postgres",
-            argv=[bins["postgres"], "-D", str(data / "postgres"), "-c", postgres_conf, "-c", postgres_hba],
+            argv=[binary("postgres"), "-D", str(data / "postgres"), "-c", postgres_conf, "-c", postgres_hba],
             healthy=lambda: pg_ready(cfg, pg),
             address=f"127.0.0.1:{pg} (direct: migrations and psql only)",
             cwd=data / "postgres",
@@ -98,7 +98,7 @@ def build(cfg: Config) -> list[Component]:
         ),
         Component(
             name="pgbouncer",
-            argv=[bins["pgbouncer"], str(conf / "pgbouncer/pgbouncer.ini")],
+            argv=[binary("pgbouncer"), str(conf / "pgbouncer/pgbouncer.ini")],
             healthy=lambda: pg_ready(cfg, bouncer),
             address=f"127.0.0.1:{bouncer} (DATABASE_URL)",
             cwd=data / "postgres",
@@ -106,20 +106,20 @@ def build(cfg: Config) -> list[Component]:
         ),
         Component(
             name="redis",
-            argv=[bins["redis-server"], str(conf / "redis/redis.conf")],
+            argv=[binary("redis-server"), str(conf / "redis/redis.conf")],
             healthy=lambda: tcp_exchange(redis, b"PING\r\n", b"+PONG"),
             address=f"127.0.0.1:{redis}",
         ),
         Component(
             name="epmd",
-            argv=[bins["epmd"], "-port", str(epmd), "-address", "127.0.0.1"],
+            argv=[binary("epmd"), "-port", str(epmd), "-address", "127.0.0.1"],
             healthy=lambda: tcp_exchange(epmd, b"", b""),
             address=f"127.0.0.1:{epmd} (Erlang port mapper for RabbitMQ)",
             env=erlang_env,
         ),
         Component(
             name="rabbitmq",
-            argv=[bins["rabbitmq-server"]],
+            argv=[binary("rabbitmq-server")],
             # The broker opens its AMQP listener last in its boot, so a protocol greeting means ready.
             healthy=lambda: tcp_exchange(amqp, b"AMQP\x00\x00\x09\x01", b"\x01"),
             address=f"127.0.0.1:{amqp} (node {cfg.mq_node})",
@@ -178,7 +178,7 @@ def build(cfg: Config) -> list[Component]:
         ),
         Component(
             name="nginx",
-            argv=[bins["nginx"], "-p", f"{data / 'nginx'}/", "-c", nginx_conf, "-e", "stderr", "-g", nginx_globals],
+            argv=[binary("nginx"), "-p", f"{data / 'nginx'}/", "-c", nginx_conf, "-e", "stderr", "-g", nginx_globals],
             healthy=lambda: http_status(http_, "/healthz") is not None,
             address=f"http://127.0.0.1:{http_}/ (public)",
             stop_signal=signal.SIGQUIT,  # graceful: finish in-flight requests

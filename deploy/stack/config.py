@@ -57,6 +57,10 @@ class Config:
     ratelimit_allowlist: str
     microcache_ttl: str
 
+    def binary(self, name: str) -> str:
+        """The path of a server binary; its bare name when it is not installed (`up` checks them all first)."""
+        return self.binaries.get(name) or name
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, *, binaries: dict | None = None) -> Config:
         """Raises StackError on a port that is not one. `binaries` defaults to a search (binaries.find_all)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import string
 import subprocess
@@ -19,8 +20,9 @@ from deploy.stack.processes import chown_to_service_user, service_user_kwargs
 class ConfTemplate(string.Template):
     """Only ${UPPER_CASE} is ours; Nginx's $lowercase and ${lowercase} variables pass through untouched."""
 
-    flags = 0  # case-sensitive
-    pattern = r"\$(?:(?P<escaped>(?!))|\{(?P<braced>[A-Z][A-Z0-9_]*)\}|(?P<named>(?!))|(?P<invalid>(?!)))"
+    flags = re.RegexFlag(0)  # case-sensitive
+    # A str: string.Template compiles it with `flags` (typeshed declares the compiled type).
+    pattern = r"\$(?:(?P<escaped>(?!))|\{(?P<braced>[A-Z][A-Z0-9_]*)\}|(?P<named>(?!))|(?P<invalid>(?!)))"  # type: ignore[assignment]
 
 
 TEMPLATES = [  # deploy/ file -> conf/ file
@@ -124,7 +126,7 @@ def init_postgres(cfg: Config) -> None:
     pwfile = cfg.conf / "postgres/initdb.pw"
     write_file(pwfile, cfg.pg_password + "\n", 0o600)
     chown_to_service_user(pwfile)
-    initdb = [cfg.binaries["initdb"], "-D", str(pgdata), "-U", cfg.pg_user, f"--pwfile={pwfile}", *INITDB_OPTIONS]
+    initdb = [cfg.binary("initdb"), "-D", str(pgdata), "-U", cfg.pg_user, f"--pwfile={pwfile}", *INITDB_OPTIONS]
     try:
         with open(cfg.log / "postgres.log", "ab") as log:
             subprocess.run(
@@ -141,7 +143,7 @@ def create_database(cfg: Config) -> str | None:
     if cfg.pg_db == "postgres":
         return None
     port = str(cfg.ports["STACK_PG_PORT"])
-    command = [cfg.binaries["createdb"], "-h", "127.0.0.1", "-p", port, "-U", cfg.pg_user, cfg.pg_db]
+    command = [cfg.binary("createdb"), "-h", "127.0.0.1", "-p", port, "-U", cfg.pg_user, cfg.pg_db]
     result = subprocess.run(
         command, env={**os.environ, "PGPASSWORD": cfg.pg_password}, capture_output=True, text=True, check=False
     )

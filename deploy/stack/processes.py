@@ -71,7 +71,8 @@ def stack_processes(stack_dir: Path, run_dir: Path, binaries_by_name: dict[str, 
             continue
         pid = int(entry.name)
         with contextlib.suppress(OSError):
-            ours_by_session = os.readlink(entry / "exe") == binary_of_session.get(session_of(pid))
+            session = session_of(pid)
+            ours_by_session = session is not None and os.readlink(entry / "exe") == binary_of_session.get(session)
             if ours_by_session or mark in (entry / "environ").read_bytes().split(b"\0"):
                 found.add(pid)
     return found

@@ -14,7 +14,7 @@ from uvicorn_worker import UvicornWorker
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Async workers: one event loop per core saturates the CPU; the 2*cores+1 rule is for blocking sync workers.
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
-# Overload is answered by the app's load shedder (project/middleware/load_shedding.py: a few requests running per
+# Overload is answered by the app's load shedder (project/asgi_stack/shedding.py: a few requests running per
 # worker, a time-bounded queue on the event loop, 503 `overloaded` with the envelope and Retry-After for the
 # rest), not by the layers below it:
 # - backlog: connections the kernel queues while every worker is busy (capped by net.core.somaxconn, 4096 on

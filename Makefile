@@ -7,10 +7,10 @@ PORT   ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration lint format system-deps stack stack-down stack-status \
-	loadtest loadtest-smoke loadtest-writes compose-test
+	loadtest loadtest-smoke loadtest-writes compose-test k8s-validate observability-check
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,12 +36,32 @@ test-unit: install ## unit tests only (embedded default, seconds)
 test-integration: install ## integration tests only (start the native stack on free ports)
 	$(BIN)/pytest tests/integration
 
-lint: install ## ruff lint and format check, mypy, the import contracts, hadolint on the Dockerfiles
+lint: install ## ruff lint and format check, mypy, the import contracts, hadolint on the Dockerfiles, k8s-validate, observability-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/hadolint Dockerfile.web Dockerfile.worker deploy/pgbouncer/Dockerfile
+	$(BIN)/hadolint Dockerfile.web Dockerfile.worker deploy/pgbouncer/Dockerfile deploy/pgbouncer-exporter/Dockerfile
+	$(MAKE) --no-print-directory k8s-validate
+	$(MAKE) --no-print-directory observability-check
+
+# checkov in a virtualenv of its own: its pins (packaging, boto3, aiohttp, ...) conflict with requirements.txt.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: deploy/k8s/checkov-requirements.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/k8s/checkov-requirements.txt
+	@touch $@
+
+k8s-validate: install $(CHECKOV_VENV)/.installed ## deploy/k8s offline: kustomize, kubernetes-validate, CRD schemas, checkov, structure
+	$(BIN)/python -m deploy.k8s.validate --checkov $(CHECKOV_VENV)/bin/checkov
+	K8S_REQUIRED=1 $(BIN)/pytest -q tests/unit/deploy/test_k8s_checks.py tests/unit/deploy/test_k8s_overlays.py
+
+# promtool is Debian's `prometheus` package and systemd-analyze its `systemd` (make system-deps): offline, ~1 s.
+observability-check: install ## Prometheus configs, alert rules and their unit tests, every dashboard query, systemd units
+	promtool check config deploy/prometheus/prometheus.yml deploy/prometheus/prometheus.systemd.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	$(BIN)/python -m deploy.grafana.check
+	deploy/systemd/verify.sh
 
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

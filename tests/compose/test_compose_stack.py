@@ -167,7 +167,38 @@ def test_prometheus_scrapes_every_target(compose):
         return seen[0] if seen[0] and set(seen[0].values()) == {"up"} else None
 
     health = wait_until(all_up, 60, lambda: f"every Prometheus target to be up (seen: {seen[0]})")
-    assert set(health) == {"items-web", "items-worker", "rabbitmq", "redis", "postgres"}
+    assert set(health) == {
+        "items-web",
+        "items-worker",
+        "items-readyz",
+        "rabbitmq",
+        "rabbitmq-queues",
+        "redis",
+        "postgres",
+        "pgbouncer",
+    }
+
+
+def test_exporters_reach_what_they_watch_and_every_alert_rule_evaluates(compose):
+    # A target can be up while its exporter cannot log in (PgBouncer) or /readyz fails: ask for the values too.
+    query = (
+        "import json, urllib.parse as p, urllib.request as u;"
+        "get = lambda path: json.load(u.urlopen('http://prometheus:9090/api/v1/' + path, timeout=5))['data'];"
+        "values = {q: [r['value'][1] for r in get('query?query=' + p.quote(q))['result']]"
+        " for q in ('pgbouncer_up', 'probe_success', 'redis_up', 'pg_up')};"
+        "rules = {r['name']: r['health'] for g in get('rules')['groups'] for r in g['rules']};"
+        "print(json.dumps({'values': values, 'rules': rules}))"
+    )
+    seen: list[dict] = [{}]
+
+    def all_reached() -> dict | None:
+        seen[0] = json.loads(compose("exec", "-T", "web", "python", "-c", query).stdout)
+        rules = seen[0]["rules"]
+        healthy = rules and set(rules.values()) == {"ok"}
+        return seen[0] if healthy and all(v == ["1"] for v in seen[0]["values"].values()) else None
+
+    found = wait_until(all_reached, 60, lambda: f"exporters to reach their servers and rules to evaluate ({seen[0]})")
+    assert "ItemsNotReady" in found["rules"] and "ItemsDeadLetters" in found["rules"]
 
 
 def test_scaled_web_replicas_all_get_traffic(compose):

@@ -5,6 +5,8 @@
 #   items-ci/python:bookworm  python3 + venv: BASE_IMAGE of Dockerfile.web and Dockerfile.worker
 #   items-ci/infra:bookworm   PostgreSQL 15, PgBouncer, Redis, RabbitMQ, Prometheus, exporters
 #   items-ci/nginx:unstable        Nginx from unstable: >= 1.27.3, for the upstream `resolve` flag
+#   items-ci/debian:trixie    minimal trixie: BASE_IMAGE of deploy/pgbouncer-exporter
+# A root filesystem or an image made from another package list is rebuilt (the list is their cache key).
 set -euo pipefail
 
 dir=${COMPOSE_CI_DIR:-/var/tmp/items-compose-ci}/rootfs
@@ -14,18 +16,19 @@ log() { echo "base-images: $*" >&2; }
 # name suite packages
 images=(
   "python bookworm python3,python3-venv,ca-certificates"
-  "infra bookworm ca-certificates,postgresql-15,postgresql-client-15,pgbouncer,redis-server,redis-tools,rabbitmq-server,prometheus,prometheus-postgres-exporter,prometheus-redis-exporter"
+  "infra bookworm ca-certificates,postgresql-15,postgresql-client-15,pgbouncer,redis-server,redis-tools,rabbitmq-server,prometheus,prometheus-postgres-exporter,prometheus-redis-exporter,prometheus-blackbox-exporter"
   "nginx unstable nginx,ca-certificates"
+  "debian trixie ca-certificates"
 )
 
 bootstrap() {  # name suite packages
   local root="$dir/$1"
-  [[ -f $root/.complete ]] && return 0
+  [[ -f $root/.complete && $(< "$root/.complete") == "$2 $3" ]] && return 0
   rm -rf "$root"
   log "debootstrap $2 for $1 (a minute or two)"
   debootstrap --variant=minbase --include="$3" "$2" "$root" "$mirror" > "$dir/$1.log" 2>&1 \
     || { log "debootstrap $1 failed; last lines of $dir/$1.log:"; tail -n 20 "$dir/$1.log" >&2; return 1; }
-  touch "$root/.complete"
+  echo "$2 $3" > "$root/.complete"
 }
 
 prepare() {  # name: what the official images do in their Dockerfiles, for the images we stand in for
@@ -44,9 +47,9 @@ prepare() {  # name: what the official images do in their Dockerfiles, for the i
   fi
 }
 
-import() {  # name suite
+import() {  # name suite packages
   local tag="items-ci/$1:$2"
-  if docker image inspect "$tag" > /dev/null 2>&1; then
+  if [[ $(docker image inspect -f '{{index .Config.Labels "items-ci.packages"}}' "$tag" 2> /dev/null) == "$3" ]]; then
     log "$tag exists"
     return 0
   fi
@@ -55,7 +58,8 @@ import() {  # name suite
   [[ $1 == infra ]] && path=/usr/lib/postgresql/15/bin:$path
   tar --exclude=./.complete -C "$dir/$1" -c . | docker import \
     --change "ENV PATH=$path" --change "ENV LANG=C.UTF-8" \
-    --change "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt" --change 'CMD ["bash"]' - "$tag" > /dev/null
+    --change "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt" --change "LABEL items-ci.packages=$3" \
+    --change 'CMD ["bash"]' - "$tag" > /dev/null
   log "imported $tag"
 }
 
@@ -69,6 +73,6 @@ for spec in "${images[@]}"; do
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 for spec in "${images[@]}"; do
-  read -r name suite _ <<< "$spec"
-  import "$name" "$suite"
+  read -r name suite packages <<< "$spec"
+  import "$name" "$suite" "$packages"
 done

@@ -17,7 +17,7 @@ trap '"$ci/dockerd.sh" stop' EXIT
 "$ci/base-images.sh"
 
 echo "compose-test: lint" >&2
-"$venv/bin/hadolint" Dockerfile.web Dockerfile.worker deploy/pgbouncer/Dockerfile
+"$venv/bin/hadolint" Dockerfile.web Dockerfile.worker deploy/pgbouncer/Dockerfile deploy/pgbouncer-exporter/Dockerfile
 for files in "docker-compose.yml" "docker-compose.yml docker-compose.dev.yml" "docker-compose.yml $ci/docker-compose.ci.yml"; do
   args=()
   for file in $files; do args+=(-f "$file"); done

@@ -1,0 +1,1 @@
+"""Grafana provisioning and dashboards (JSON); check.py checks every panel query offline."""

@@ -188,6 +188,19 @@ def test_every_dashboard_panel_has_a_query_on_the_provisioned_data_source():
         assert len(dashboards.queries(json.loads(path.read_text()))) >= 20, path.name
 
 
+def test_dashboard_panels_fit_the_24_column_grid_without_overlapping():
+    for path in DASHBOARD_FILES:
+        taken: dict[tuple[int, int], str] = {}
+        for panel in json.loads(path.read_text())["panels"]:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24, panel["title"]
+            for cell in (
+                (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+            ):
+                assert cell not in taken, f"{panel['title']!r} overlaps {taken[cell]!r}"
+                taken[cell] = panel["title"]
+
+
 def test_grafana_variables_are_replaced_by_values_promql_accepts():
     dashboard = {"templating": {"list": [{"name": "view", "allValue": ".*"}]}}
     values = dashboards.variable_values(dashboard)

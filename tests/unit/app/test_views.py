@@ -150,7 +150,7 @@ def test_readyz_checks_each_configured_dependency_with_latency(client):
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "cache"}  # no broker in the embedded default
+    assert set(body["checks"]) == {"database", "cache", "state"}  # no broker in the embedded default
     for check in body["checks"].values():
         assert check["ok"] is True
         assert check["latency_ms"] >= 0

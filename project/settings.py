@@ -218,7 +218,8 @@ READYZ_CACHE_S = env_float("READYZ_CACHE_S", 1.0, minimum=0.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["project.errors.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "project.drf.ContentNegotiation",
+    "DEFAULT_PARSER_CLASSES": ["project.drf.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,

@@ -1,5 +1,6 @@
 """The items API contract (README.md, "API"), on the embedded default."""
 
+import json
 import re
 import uuid
 
@@ -181,3 +182,11 @@ def test_metrics_count_requests_by_view_and_status(client):
     text = client.get("/metrics").content.decode()
     assert "django_http_responses_total_by_status_view_method_total" in text
     assert 'view="items"' in text
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", '"utf-8"', "utf8"])
+def test_utf8_named_in_any_spelling_is_accepted(client, charset):
+    body = json.dumps({"name": "café"}, ensure_ascii=False).encode()
+    response = client.generic("POST", "/items", body, content_type=f"application/json; charset={charset}")
+    assert response.status_code == 202
+    assert Item.objects.get().name == "café"

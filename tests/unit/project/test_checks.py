@@ -139,3 +139,10 @@ def test_state_sharing_the_evicting_cache_is_a_warning_that_names_the_fix():
     result = _run("manage.py", "check", "--deploy", "--fail-level", "WARNING", **{**GOOD, "STATE_REDIS_URL": ""})
     assert result.returncode != 0
     assert "items.W002" in result.stderr and "noeviction" in result.stderr
+
+
+def test_a_bad_database_url_never_shows_its_password():
+    result = _run("manage.py", "check", DATABASE_URL="mysql://items:TopSecretPW@db:5432/items")
+    assert result.returncode != 0
+    assert "DATABASE_URL='mysql://items:***@db:5432/items' is not a PostgreSQL URL" in result.stderr
+    assert "TopSecretPW" not in result.stderr + result.stdout

@@ -57,6 +57,7 @@ class Config:
     mq_password: str
     ratelimit_allowlist: str
     microcache_ttl: str
+    trusted_front: str  # NGINX_TRUSTED_FRONT: CIDRs whose X-Forwarded-For/-Proto Nginx believes (empty: none)
 
     def binary(self, name: str) -> str:
         """The path of a server binary; its bare name when it is not installed (`up` checks them all first)."""
@@ -80,6 +81,7 @@ class Config:
             ratelimit_allowlist=environ.get("RATELIMIT_ALLOWLIST", ""),
             # The micro-cache TTL bounds how stale a reader can be; Nginx time syntax (1s, 500ms).
             microcache_ttl=environ.get("NGINX_MICROCACHE_TTL", "1s"),
+            trusted_front=environ.get("NGINX_TRUSTED_FRONT", ""),
         )
 
     @property

@@ -20,6 +20,10 @@ MAX_HEADER_BYTES = 32 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+class Disconnected:
+    """The client went away before its body was complete: nothing to answer."""
+
+
 class RequestLimits:
     def __init__(self, app) -> None:
         self.app = app
@@ -42,18 +46,18 @@ class RequestLimits:
         body = await self._read_body(receive)
         if body is None:
             return await send_error(send, self._too_large("over the limit"), close=True)
-        if body is _DISCONNECTED:
+        if isinstance(body, Disconnected):
             return None
         with_length = {**scope, "headers": [*headers, (b"content-length", b"%d" % len(body))]}
         return await self.app(with_length, _replay(body, receive), send)
 
-    async def _read_body(self, receive) -> bytes | object | None:
-        """The whole body; None past the limit (the rest is never read); _DISCONNECTED if the client left."""
+    async def _read_body(self, receive) -> bytes | Disconnected | None:
+        """The whole body; None past the limit (the rest is never read); Disconnected if the client left."""
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return _DISCONNECTED
+                return Disconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -64,9 +68,6 @@ class RequestLimits:
 
     def _too_large(self, size: str) -> ApiError:
         return PayloadTooLarge(f"The request body is {size}; the limit is {self.max_body_bytes} bytes.")
-
-
-_DISCONNECTED = object()
 
 
 def _replay(body: bytes, receive):

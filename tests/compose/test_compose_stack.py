@@ -96,7 +96,8 @@ def compose():
 
 def test_every_service_is_healthy_and_one_shots_succeeded(compose):
     services = compose.services()
-    assert {s["Service"] for s in services} >= {"postgres", "pgbouncer", "redis", "redis-state", "rabbitmq", "web", "worker", "nginx"}
+    expected = {"postgres", "pgbouncer", "redis", "redis-state", "rabbitmq", "web", "worker", "nginx"}
+    assert {s["Service"] for s in services} >= expected
     for service in services:
         if service["Service"] in ONE_SHOTS:
             assert service["State"] == "exited" and service["ExitCode"] == 0, service

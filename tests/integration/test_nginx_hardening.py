@@ -155,7 +155,6 @@ def test_metrics_answers_only_get_and_head_to_loopback_and_the_405_envelope_from
     [
         ("127.0.17.1", "OPTIONS", "/items"),
         ("127.0.17.2", "OPTIONS", "/docs"),
-        ("127.0.17.3", "PATCH", "/items"),
         ("127.0.17.5", "DELETE", "/readyz"),
     ],
 )
@@ -218,11 +217,6 @@ BAD_REQUESTS = {
         400,
         "bad_request",
     ),
-    "raw non-ASCII in the target": (
-        b"GET /items?limit=\xd9\xa5 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        400,
-        "bad_request",
-    ),
     "a header over 8 KiB": (
         b"GET /items HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 9000 + b"\r\nConnection: close\r\n\r\n",
         431,
@@ -265,6 +259,17 @@ def test_every_error_nginx_makes_itself_is_the_json_envelope(stack, case):
     body = response.json()
     assert set(body) == {"error", "detail"} and body["error"] == code and body["detail"], body
     assert answered_by_nginx(response.headers)
+
+
+def test_a_raw_byte_in_the_request_target_is_refused_by_nginx_before_the_app(stack):
+    # uvicorn refuses it too (in the envelope since issue 17), but it need not reach the app at all.
+    response = raw_request(
+        http_port(stack), b"GET /items?limit=\xd9\xa5 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+
+    assert response.status == 400
+    assert response.headers["content-type"] == JSON
+    assert response.json() == {"error": "bad_request", "detail": "The request target must be ASCII without controls."}
 
 
 # --- L2 and R7: the micro-cache answers only what it may answer -------------------------------------------------

@@ -33,9 +33,14 @@ def test_a_dependency_down_is_named_without_its_address_and_the_reason_is_logged
 
 def test_probes_within_the_cache_interval_share_one_run_of_the_checks(client, settings, monkeypatch):
     settings.READYZ_CACHE_S = 60.0
-    runs = []
+    runs: list[int] = []
     checks = health.configured_checks()
-    monkeypatch.setattr(health, "configured_checks", lambda: runs.append(1) or checks)
+
+    def counted() -> dict:
+        runs.append(1)
+        return checks
+
+    monkeypatch.setattr(health, "configured_checks", counted)
     assert [client.get("/readyz").status_code for _ in range(20)] == [200] * 20
     assert len(runs) == 1
 

@@ -29,7 +29,8 @@ class Client:
     """Feeds an ASGI app a body in chunks and records what it sends; counts the chunks it was asked for."""
 
     def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks, self.read, self.sent = chunks, 0, []
+        self.chunks, self.read = chunks, 0
+        self.sent: list[dict] = []
 
     async def receive(self) -> dict:
         if self.read < len(self.chunks):

@@ -191,12 +191,13 @@ def test_healthz_is_never_rate_limited_for_get_and_head_but_other_methods_are(st
 
 
 @pytest.mark.parametrize("method", ["FOO", "PROPFIND", "M-SEARCH"])
-def test_a_method_nginx_does_not_proxy_is_the_501_envelope(stack, method):
+def test_a_method_nginx_does_not_proxy_is_the_405_envelope_naming_the_methods_served(stack, method):
     response = get_raw(http_port(stack), "/items", method=method)
 
-    assert response.status == 501, response.body[:200]
+    assert response.status == 405, response.body[:200]
     assert response.headers["content-type"] == JSON
-    assert response.json()["error"] == "not_implemented"
+    assert response.json()["error"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET, HEAD, POST, OPTIONS"
     assert answered_by_nginx(response.headers)
 
 

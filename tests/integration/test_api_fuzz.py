@@ -20,7 +20,8 @@ MAX_TIME_S = os.environ.get("FUZZ_MAX_TIME_S", "60")
 
 def schemathesis(base_url: str) -> subprocess.CompletedProcess:
     st = Path(sys.executable).with_name("st")
-    budget = ["--max-examples", "30", "--max-time", MAX_TIME_S, "--workers", "2"]
+    # A generous timeout per request: this suite shares two cores with the stack, and a slow answer is not wrong.
+    budget = ["--max-examples", "30", "--max-time", MAX_TIME_S, "--workers", "2", "--request-timeout", "30"]
     return subprocess.run(
         [str(st), "run", f"{base_url}/schema", "--url", base_url, "--checks", CHECKS, *budget, "--no-color"],
         capture_output=True,
@@ -66,6 +67,8 @@ def test_the_embedded_default_answers_every_generated_request_as_its_schema_says
             "--port",
             str(port),
             "--no-access-log",
+            "--http",
+            "project.asgi_stack.server_errors:EnvelopeHttpToolsProtocol",  # as `make run`
         ],
         cwd=REPO,
         env=env,

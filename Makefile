@@ -25,7 +25,8 @@ install: $(VENV)/.installed ## create .venv and install the pinned dependencies
 
 run: install ## serve the API on http://127.0.0.1:8000 (embedded default: SQLite, in-process cache and tasks)
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/uvicorn project.asgi:application --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log
+	$(BIN)/uvicorn project.asgi:application --host $(HOST) --port $(PORT) --loop uvloop \
+		--http project.asgi_stack.server_errors:EnvelopeHttpToolsProtocol --no-access-log
 
 test: install ## run the whole suite: unit tests, then integration tests on the native stack
 	$(BIN)/pytest

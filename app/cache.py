@@ -242,6 +242,8 @@ def _get_or_build(client: redis.Redis, key: str, build, *, versioned: bool) -> t
 # hits a second the Redis round trip is most of a hit's cost. It adds at most this much to staleness.
 LOCAL_TTL_S = 0.05
 _LOCAL_MAX_ENTRIES = 1024
+# And a byte budget: a page of 100 long items is up to ~800 KB, and clients choose which pages exist.
+_LOCAL_MAX_BYTES = 32 * 1024 * 1024
 
 
 class AsyncLookup:
@@ -252,6 +254,7 @@ class AsyncLookup:
             settings.REDIS_URL, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
         self.local: dict[str, tuple[float, str, bytes]] = {}  # key -> (confirmed at, etag, body)
+        self.local_bytes = 0
 
     async def fresh(self, key: str, *, versioned: bool) -> tuple[str, bytes] | None:
         now = time.monotonic()
@@ -274,8 +277,11 @@ class AsyncLookup:
             return None  # not an entry (a foreign or corrupted value): Django rebuilds it
         if entry_version != (int(raw_version or 0) if versioned else 0):
             return None  # stale: Django serves it or rebuilds, with the stampede control above
-        if len(self.local) >= _LOCAL_MAX_ENTRIES:
+        if len(self.local) >= _LOCAL_MAX_ENTRIES or self.local_bytes + len(body) > _LOCAL_MAX_BYTES:
             self.local.clear()  # a crude bound: entries live 50 ms anyway
+            self.local_bytes = 0
+        previous = self.local.get(key)
+        self.local_bytes += len(body) - (len(previous[2]) if previous else 0)
         self.local[key] = (now, etag, body)
         metrics.response_cache_results.labels(result="hit").inc()
         return etag, body

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from app import cache
-from app.http import etag_matches
+from app.http import accepts_json, etag_matches
 from app.params import parse_limit
 
 _LIST = re.compile(r"^/items/?$")
@@ -53,6 +53,7 @@ class FastPath:
         self.headers = [
             (b"content-type", b"application/json; charset=utf-8"),
             (b"cache-control", b"public, max-age=%d" % settings.CACHE_MAX_AGE_S),
+            (b"vary", b"Accept"),
             # What SecurityMiddleware and XFrameOptionsMiddleware add on the Django path.
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", settings.SECURE_REFERRER_POLICY.encode()),
@@ -89,7 +90,12 @@ class FastPath:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         key = self._key(scope)
-        if key is None or not self._host_allowed(scope) or (settings.BEHIND_TLS and not _is_https(scope)):
+        if (
+            key is None
+            or not self._host_allowed(scope)
+            or (settings.BEHIND_TLS and not _is_https(scope))
+            or not accepts_json(next((v for n, v in scope["headers"] if n == b"accept"), None))
+        ):
             return await self.app(scope, receive, send)
         if self.lookup is None:
             self.lookup = cache.AsyncLookup()

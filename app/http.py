@@ -27,6 +27,24 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return if_none_match.strip() == "*" or etag in parse_etags(if_none_match.replace("W/", ""))
 
 
+def accepts_json(accept: bytes | None) -> bool:
+    """Whether an Accept header admits application/json (absent: yes). Anything this cannot vouch for is for
+    Django's content negotiation to answer (a 406)."""
+    if accept is None:
+        return True
+    for media_range in accept.decode("latin-1").lower().split(","):
+        media, *params = (part.strip() for part in media_range.split(";"))
+        if media not in ("*/*", "application/*", "application/json"):
+            continue
+        q = next((p.partition("=")[2].strip() for p in params if p.startswith("q=")), "1")
+        try:
+            if float(q) > 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def conditional_json(request: HttpRequest, body: bytes, etag: str) -> HttpResponse:
     """200 with the body, or 304 with none when the client already holds these exact bytes (`etag`)."""
     if etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
@@ -35,6 +53,7 @@ def conditional_json(request: HttpRequest, body: bytes, etag: str) -> HttpRespon
         response = HttpResponse(body, content_type=JSON_CONTENT_TYPE)
     response["ETag"] = etag
     response["Cache-Control"] = f"public, max-age={settings.CACHE_MAX_AGE_S}"
+    response["Vary"] = "Accept"  # a 406 answers the same URL for another Accept
     return response
 
 

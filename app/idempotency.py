@@ -22,13 +22,21 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
 from app.exceptions import IdempotencyConflict, IdempotencyInProgress, IdempotencyUnavailable
 
 logger = logging.getLogger(__name__)
+
+
+def _state():
+    """The store that never evicts (CACHES["state"]: STATE_REDIS_URL); looked up per call, as Django's caches
+    are per thread."""
+    return caches["state"]
+
+
 _CACHE_ERRORS = (ConnectionInterrupted, RedisError)
 
 # How long a replay waits for the owner's publish before asking the client to retry; a publish with
@@ -88,20 +96,20 @@ def idempotency_claim(*, key: str, fingerprint: str, item_id: uuid.UUID) -> Idem
 def _claim(key: str, fingerprint: str, item_id: uuid.UUID, token: str) -> IdempotencyClaim:
     deadline = time.monotonic() + REPLAY_WAIT_S
     while True:
-        existing = cache.get(_cache_key(key))
+        existing = _state().get(_cache_key(key))
         if existing is not None:
             if existing["fp"] != fingerprint:
                 raise IdempotencyConflict()
             if existing["state"] == "accepted":
                 return IdempotencyClaim(key, uuid.UUID(existing["id"]), accepted=True)
-        if cache.add(_lock_key(key), token, timeout=PENDING_TTL_S):
+        if _state().add(_lock_key(key), token, timeout=PENDING_TTL_S):
             # Owner now. Read the record again: it may have changed while we were not holding the lock.
             record = {"fp": fingerprint, "id": str(item_id), "state": "pending"}
-            if cache.add(_cache_key(key), record, timeout=settings.IDEMPOTENCY_TTL_S):
+            if _state().add(_cache_key(key), record, timeout=settings.IDEMPOTENCY_TTL_S):
                 return IdempotencyClaim(key, item_id, accepted=False, first=True, token=token)
-            existing = cache.get(_cache_key(key))
+            existing = _state().get(_cache_key(key))
             if existing is None:  # expired in between: bind it afresh
-                cache.set(_cache_key(key), record, timeout=settings.IDEMPOTENCY_TTL_S)
+                _state().set(_cache_key(key), record, timeout=settings.IDEMPOTENCY_TTL_S)
                 return IdempotencyClaim(key, item_id, accepted=False, first=True, token=token)
             if existing["fp"] != fingerprint:
                 _forget_lock(key, token)
@@ -122,7 +130,7 @@ def idempotency_accept(*, claim: IdempotencyClaim, fingerprint: str) -> None:
     request: the item is queued whatever happens here (at worst a replay republishes the same id)."""
     record = {"fp": fingerprint, "id": str(claim.item_id), "state": "accepted"}
     try:
-        cache.set(_cache_key(claim.key), record, timeout=settings.IDEMPOTENCY_TTL_S)
+        _state().set(_cache_key(claim.key), record, timeout=settings.IDEMPOTENCY_TTL_S)
     except _CACHE_ERRORS as exc:
         logger.error("idempotency key for accepted item %s not recorded (%r)", claim.item_id, exc)
     _forget_lock(claim.key, claim.token)
@@ -136,8 +144,8 @@ def idempotency_release(*, claim: IdempotencyClaim) -> None:
         idempotency_unconfirmed(claim=claim)
         return
     try:
-        if cache.get(_lock_key(claim.key)) == claim.token:  # still ours: nobody took over after a lock expiry
-            cache.delete(_cache_key(claim.key))
+        if _state().get(_lock_key(claim.key)) == claim.token:  # still ours: nobody took over after a lock expiry
+            _state().delete(_cache_key(claim.key))
     except _CACHE_ERRORS as exc:
         logger.warning("idempotency key not released (%r); a retry will publish the same id", exc)
     _forget_lock(claim.key, claim.token)
@@ -153,7 +161,7 @@ def idempotency_unconfirmed(*, claim: IdempotencyClaim) -> None:
 def _forget_lock(key: str, token: str) -> None:
     """Give up ownership (if still ours); when the store fails, the lock expires within PENDING_TTL_S."""
     try:
-        if cache.get(_lock_key(key)) == token:
-            cache.delete(_lock_key(key))
+        if _state().get(_lock_key(key)) == token:
+            _state().delete(_lock_key(key))
     except _CACHE_ERRORS as exc:
         logger.warning("idempotency owner lock not released (%r); it expires in %d s", exc, PENDING_TTL_S)

@@ -26,9 +26,13 @@ def limit_from(raw: str | None) -> int:
 
 
 def idempotency_key_from(key: str | None) -> str | None:
-    """The Idempotency-Key header's value; InvalidParameter (400) unless it is 1 to 255 printable ASCII."""
+    """The Idempotency-Key header's value; InvalidParameter (400) unless it is 1 to 255 printable ASCII, with no
+    comma: two Idempotency-Key headers reach us joined by one, and neither key should be guessed."""
     if key is None:
         return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable():
-        raise InvalidParameter(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters.")
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable() or "," in key:
+        raise InvalidParameter(
+            f"Send one Idempotency-Key header of 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters "
+            "without a comma."
+        )
     return key

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from app import cache
 from app.cursor import cursor_decode, cursor_encode
 from app.http import accepted_json, conditional_json, json_bytes
-from app.params import DEFAULT_LIMIT, MAX_LIMIT, idempotency_key_from, limit_from
+from app.params import DEFAULT_LIMIT, MAX_IDEMPOTENCY_KEY_CHARS, MAX_LIMIT, idempotency_key_from, limit_from
 from app.selectors import item_get, item_list
 from app.services import item_accept
 from project.errors import InvalidInput, NotFound, RateLimited
@@ -55,20 +55,55 @@ _ITEM_SCHEMA = inline_serializer(
 )
 
 
+# Every error is this envelope (project/errors.py); the OpenAPI schema names each status an operation can answer.
+_ERROR_SCHEMA = inline_serializer(
+    "Error",
+    {
+        "error": serializers.CharField(help_text="a stable code: branch on it (README, Errors)"),
+        "detail": serializers.CharField(help_text="for a person"),
+        "fields": serializers.DictField(required=False, help_text="per field messages, on validation errors only"),
+    },
+)
+_ERRORS_OF_EVERY_REQUEST = {
+    400: _ERROR_SCHEMA,  # a bad Host, a malformed request
+    406: _ERROR_SCHEMA,
+    413: _ERROR_SCHEMA,
+    429: _ERROR_SCHEMA,
+    431: _ERROR_SCHEMA,
+    503: _ERROR_SCHEMA,
+}
+_RETRY_AFTER = OpenApiParameter(
+    "Retry-After", int, location=OpenApiParameter.HEADER, description="seconds, on 429 and 503", response=[429, 503]
+)
+
+
 class ItemListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
-        name = StrictCharField(max_length=200)
+        name = StrictCharField(min_length=1, max_length=200)
         description = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
 
     @extend_schema(
         operation_id="items_list",
         parameters=[
-            OpenApiParameter("limit", int, description=f"1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}"),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                description=f"1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}",
+            ),
             OpenApiParameter("cursor", str, description="the `next` link's cursor of the previous page"),
+            _RETRY_AFTER,
         ],
-        responses=inline_serializer(
-            "ItemPage", {"results": _ITEM_SCHEMA.__class__(many=True), "next": serializers.CharField()}
-        ),
+        responses={
+            200: inline_serializer(
+                "ItemPage",
+                {
+                    "results": _ITEM_SCHEMA.__class__(many=True),
+                    "next": serializers.CharField(allow_null=True, help_text="null on the last page"),
+                },
+            ),
+            304: None,
+            **_ERRORS_OF_EVERY_REQUEST,
+        },
     )
     def get(self, request: Request) -> HttpResponse:
         limit = limit_from(request.query_params.get("limit"))
@@ -87,8 +122,22 @@ class ItemListCreateApi(APIView):
     @extend_schema(
         operation_id="items_create",
         request=InputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS, "pattern": "^[ -+\\--~]+$"},
+                location=OpenApiParameter.HEADER,
+                description="the same key and body within 24 h: the same 202 and id, one item",
+            ),
+            OpenApiParameter("Location", str, location=OpenApiParameter.HEADER, response=[202]),
+            _RETRY_AFTER,
+        ],
         responses={
-            202: inline_serializer("Accepted", {"id": serializers.UUIDField(), "status": serializers.CharField()})
+            202: inline_serializer("Accepted", {"id": serializers.UUIDField(), "status": serializers.CharField()}),
+            409: _ERROR_SCHEMA,
+            415: _ERROR_SCHEMA,
+            422: _ERROR_SCHEMA,
+            **_ERRORS_OF_EVERY_REQUEST,
         },
     )
     def post(self, request: Request) -> HttpResponse:
@@ -108,7 +157,11 @@ class ItemListCreateApi(APIView):
 
 
 class ItemDetailApi(APIView):
-    @extend_schema(operation_id="items_retrieve", responses=_ITEM_SCHEMA)
+    @extend_schema(
+        operation_id="items_retrieve",
+        parameters=[_RETRY_AFTER],
+        responses={200: _ITEM_SCHEMA, 304: None, 404: _ERROR_SCHEMA, **_ERRORS_OF_EVERY_REQUEST},
+    )
     def get(self, request: Request, item_id: str) -> HttpResponse:
         try:
             parsed_id = uuid.UUID(item_id)

@@ -213,8 +213,9 @@ http {{
             proxy_set_header X-Client-Connection $connection;
             proxy_connect_timeout 2s;
             proxy_read_timeout 30s;
-            # As the stack's Nginx: one retry on a fresh connection when a kept-alive one fails before an answer.
-            proxy_next_upstream error non_idempotent;
+            # As the stack's Nginx: one retry on a fresh connection when a kept-alive one fails before an answer,
+            # never for a POST (decision 009).
+            proxy_next_upstream error;
             proxy_next_upstream_tries 2;
             proxy_pass http://app;
         }}

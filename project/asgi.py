@@ -19,11 +19,15 @@ from django.conf import settings  # noqa: E402
 from app import cache  # noqa: E402
 from app.fast_path import FastPath  # noqa: E402
 from project.asgi_stack.access_log import AccessLog  # noqa: E402
+from project.asgi_stack.request_limits import RequestLimits  # noqa: E402
 from project.asgi_stack.shedding import LoadShedding  # noqa: E402
 
 PIPELINE = [
     # One line per request, fast-path hits included (shed requests are only counted).
     AccessLog if settings.ACCESS_LOG else None,
+    # A body over the limit refused before it is read, a chunked one measured and given its Content-Length,
+    # headers bounded in count and size: the same lines as Nginx's, for a client that reaches us directly.
+    RequestLimits,
     # Fresh cache hits of GET /items*, answered before Django: the cheapest answer there is, never shed.
     FastPath if cache.enabled() else None,
     # Admit, queue on the event loop, or answer 503 overloaded before Django pays for a request cycle.

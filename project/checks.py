@@ -28,12 +28,32 @@ def production_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]
                 id="items.E002",
             )
         )
-    if not settings.ALLOWED_HOSTS:
+    if not settings.ALLOWED_HOSTS or "*" in settings.ALLOWED_HOSTS:
         errors.append(
             checks.Error(
-                "APP_ENV=production with an empty ALLOWED_HOSTS: every request would be refused.",
+                "APP_ENV=production with an empty ALLOWED_HOSTS (every request refused) or with '*' (any Host "
+                "header believed, in links and in the fast path alike).",
                 hint="Set ALLOWED_HOSTS to the host names clients use, comma-separated (e.g. api.example.com).",
                 id="items.E003",
+            )
+        )
+    if not settings.STATE_REDIS_URL and settings.WEB_CONCURRENCY > 1:
+        errors.append(
+            checks.Error(
+                f"APP_ENV=production with {settings.WEB_CONCURRENCY} web processes and no shared store: each "
+                "would keep its own Idempotency-Keys and rate-limit counters, so a retry that reaches another "
+                "process stores a second item.",
+                hint="Set STATE_REDIS_URL (or REDIS_URL) to a Redis all processes share, or WEB_CONCURRENCY=1.",
+                id="items.E006",
+            )
+        )
+    if settings.STATE_REDIS_URL and settings.STATE_REDIS_URL == settings.REDIS_URL:
+        errors.append(
+            checks.Warning(
+                "Idempotency-Key records and rate-limit counters share REDIS_URL with the response cache, whose "
+                "size anonymous GETs decide: when it evicts, a retried POST can store a second item.",
+                hint="Set STATE_REDIS_URL to a Redis of its own with `maxmemory-policy noeviction`.",
+                id="items.W002",
             )
         )
     return errors

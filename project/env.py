@@ -62,12 +62,25 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def masked(url: str) -> str:
+    """The URL with its password replaced by ***, for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a port that is not a number: say nothing of what follows the scheme
+        return url.split("://", 1)[0] + "://***"
+    if not password:
+        return url
+    user = parts.username or ""
+    return parts._replace(netloc=parts.netloc.replace(f"{user}:{password}@", f"{user}:***@", 1)).geturl()
+
+
 def database_from_url(name: str, url: str) -> dict:
     """Django DATABASES entry from postgres://user:password@host:port/dbname."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql") or not parts.path.strip("/"):
         raise ImproperlyConfigured(
-            f"{name}={url!r} is not a PostgreSQL URL; expected postgres://user:password@host:port/dbname."
+            f"{name}={masked(url)!r} is not a PostgreSQL URL; expected postgres://user:password@host:port/dbname."
         )
     return {
         "ENGINE": "django_prometheus.db.backends.postgresql",

@@ -69,6 +69,10 @@ class PayloadTooLarge(ApiError):
     status, code, detail = 413, "payload_too_large", "The request body exceeds 16 KiB."
 
 
+class HeadersTooLarge(ApiError):
+    status, code, detail = 431, "request_header_too_large", "The request's headers are too many or too large."
+
+
 class UnsupportedMediaType(ApiError):
     status, code, detail = 415, "unsupported_media_type", "Send the body as Content-Type: application/json."
 

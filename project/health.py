@@ -1,19 +1,29 @@
-"""Liveness (/healthz: touches nothing) and readiness (/readyz: one timed check per configured dependency)."""
+"""Liveness (/healthz: touches nothing) and readiness (/readyz: one timed check per configured dependency).
+
+/readyz is cheap on purpose, since anyone can ask: one run of the checks per process at a time, its answer kept
+for READYZ_CACHE_S, and the broker checked over a connection kept between runs. Its body names what is down and
+how long each check took, never why: error messages carry internal addresses, so they go to the log.
+"""
 
 import asyncio
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 from kombu import Connection
 
 from project.errors import JSON_CONTENT_TYPE
+
+logger = logging.getLogger(__name__)
 
 _HEALTHY_BODY = b'{"status":"ok"}'
 
@@ -41,45 +51,96 @@ def _check_database() -> None:
         connection.close()
 
 
-def _check_cache() -> None:
-    cache.set("readyz:probe", "1", timeout=10)
-    if cache.get("readyz:probe") != "1":
+def _write_and_read(alias: str) -> None:
+    store = caches[alias]
+    store.set("readyz:probe", "1", timeout=10)
+    if store.get("readyz:probe") != "1":
         raise RuntimeError("value written was not read back")
 
 
-def _check_broker() -> None:
-    with Connection(settings.BROKER_URL, connect_timeout=settings.READYZ_TIMEOUT_S) as broker:
-        broker.connect()
+class _KeptBroker:
+    """One AMQP connection per process for the probe: a channel opened and closed on it is the round trip, where
+    a new connection per probe would cost a TCP handshake and a login on the broker each time."""
+
+    def __init__(self) -> None:
+        self.connection: Connection | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self.lock:
+            try:
+                if self.connection is None:
+                    self.connection = Connection(settings.BROKER_URL, connect_timeout=settings.READYZ_TIMEOUT_S)
+                self.connection.ensure_connection(max_retries=1)
+                channel: Any = self.connection.channel()  # kombu's stubs lack most of a channel's methods
+                channel.close()
+            except Exception:
+                if self.connection is not None:
+                    self.connection.release()
+                self.connection = None
+                raise
+
+
+_check_broker = _KeptBroker()
 
 
 def configured_checks() -> dict[str, Callable[[], None]]:
-    checks = {"database": _check_database, "cache": _check_cache}
+    checks: dict[str, Callable[[], None]] = {"database": _check_database, "cache": lambda: _write_and_read("default")}
+    if settings.STATE_REDIS_URL != settings.REDIS_URL or not settings.REDIS_URL:
+        checks["state"] = lambda: _write_and_read("state")
     if settings.BROKER_URL:  # the embedded default runs tasks in-process: there is no broker to check
         checks["broker"] = _check_broker
     return checks
 
 
-async def _timed(check: Callable[[], None], timeout_s: float) -> dict:
+async def _timed(name: str, check: Callable[[], None], timeout_s: float) -> dict:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), timeout_s)
         result: dict = {"ok": True}
     except TimeoutError:
+        logger.warning("readiness: %s gave no answer within %g s", name, timeout_s)
         result = {"ok": False, "error": f"no answer within {timeout_s:g} s"}
     except Exception as exc:
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}".strip()[:300]}
+        logger.warning("readiness: %s failed: %r", name, exc)
+        result = {"ok": False, "error": type(exc).__name__}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return result
 
 
+class _Readiness:
+    """The last answer of this process, and the one run in progress that concurrent probes wait for."""
+
+    def __init__(self) -> None:
+        self.answer: tuple[float, int, dict] | None = None  # (when, status, body)
+        self.running: asyncio.Task | None = None
+
+    async def current(self) -> tuple[int, dict]:
+        if self.answer is not None and time.monotonic() - self.answer[0] < settings.READYZ_CACHE_S:
+            return self.answer[1], self.answer[2]
+        if self.running is None or self.running.done():
+            self.running = asyncio.ensure_future(self._run())
+        return await asyncio.shield(self.running)
+
+    async def _run(self) -> tuple[int, dict]:
+        checks = configured_checks()
+        timeout_s = settings.READYZ_TIMEOUT_S
+        results = await asyncio.gather(*(_timed(name, check, timeout_s) for name, check in checks.items()))
+        by_name = dict(zip(checks, results, strict=True))
+        down = [name for name, result in by_name.items() if not result["ok"]]
+        body = {"status": "unavailable" if down else "ok", "checks": by_name}
+        if down:
+            body["error"] = "not_ready"
+            body["detail"] = f"Not ready: {', '.join(down)} unavailable."
+        status = 503 if down else 200
+        self.answer = (time.monotonic(), status, body)
+        return status, body
+
+
+_readiness = _Readiness()
+
+
 @require_safe
 async def readyz(request: HttpRequest) -> HttpResponse:
-    checks = configured_checks()
-    results = await asyncio.gather(*(_timed(check, settings.READYZ_TIMEOUT_S) for check in checks.values()))
-    by_name = dict(zip(checks, results, strict=True))
-    down = [name for name, result in by_name.items() if not result["ok"]]
-    body = {"status": "unavailable" if down else "ok", "checks": by_name}
-    if down:
-        body["error"] = "not_ready"
-        body["detail"] = f"Not ready: {', '.join(down)} unavailable."
-    return _json(body, status=503 if down else 200)
+    status, body = await _readiness.current()
+    return _json(body, status=status)

@@ -4,6 +4,7 @@ With no environment at all this is the *embedded default*: SQLite, an in-process
 in-process. Setting DATABASE_URL, REDIS_URL and BROKER_URL moves each piece onto the real stack.
 """
 
+import os
 from pathlib import Path
 
 from project.env import (
@@ -126,22 +127,43 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Cache (idempotency keys, rate-limit counters, response cache)
 # https://github.com/jazzband/django-redis
 # ------------------------------------------------------------------------------
+# Two stores, because one evicts and the other must not:
+# - REDIS_URL ("default"): the response cache (app/cache.py), sized by maxmemory and evicting (volatile-lru);
+#   anonymous GETs decide what fills it.
+# - STATE_REDIS_URL ("state"): Idempotency-Key records and rate-limit counters, on a Redis with
+#   `maxmemory-policy noeviction`, so that no read traffic can make a retry store a second item. Empty: the
+#   same Redis as REDIS_URL (development only; production warns, items.W002).
+# Without either, each is a per-process memory cache (the embedded default).
 REDIS_URL = env_str("REDIS_URL")
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                # Short timeouts: a dead Redis must cost a request milliseconds, not the client's patience.
-                "SOCKET_CONNECT_TIMEOUT": 0.5,
-                "SOCKET_TIMEOUT": 0.5,
-            },
-        }
+# gunicorn's worker count (deploy/web/gunicorn.conf.py reads the same variable): per-process state is only
+# safe with one.
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", os.cpu_count() or 1, minimum=1)
+STATE_REDIS_URL = env_str("STATE_REDIS_URL") or REDIS_URL
+
+
+def _redis_cache(url: str) -> dict:
+    return {
+        "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # Short timeouts: a dead Redis must cost a request milliseconds, not the client's patience.
+            "SOCKET_CONNECT_TIMEOUT": 0.5,
+            "SOCKET_TIMEOUT": 0.5,
+        },
     }
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "items"}}
+
+
+def _memory_cache(name: str, **options: int) -> dict:
+    return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": name, "OPTIONS": options}
+
+
+CACHES = {
+    "default": _redis_cache(REDIS_URL) if REDIS_URL else _memory_cache("items"),
+    # In memory, no culling: Django's default (300 entries, then a third dropped) would forget a key within
+    # minutes; records live their whole IDEMPOTENCY_TTL_S instead (a development server holds few).
+    "state": _redis_cache(STATE_REDIS_URL) if STATE_REDIS_URL else _memory_cache("state", MAX_ENTRIES=10**9),
+}
 
 # ------------------------------------------------------------------------------
 # Celery: POST writes are messages; the worker stores them
@@ -190,10 +212,14 @@ RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", default=True)
 RESPONSE_CACHE_TTL_S = env_int("RESPONSE_CACHE_TTL_S", 300, minimum=1)
 IDEMPOTENCY_TTL_S = env_int("IDEMPOTENCY_TTL_S", 24 * 3600, minimum=60)
 READYZ_TIMEOUT_S = env_float("READYZ_TIMEOUT_S", 2.0, minimum=0.1)
+# How long a process reuses its last readiness answer: probes and floods alike cost the dependencies at most
+# one run per process per interval (0: every request runs the checks).
+READYZ_CACHE_S = env_float("READYZ_CACHE_S", 1.0, minimum=0.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["project.errors.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "project.drf.ContentNegotiation",
+    "DEFAULT_PARSER_CLASSES": ["project.drf.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
@@ -230,8 +256,9 @@ RATELIMIT_VIEW = "project.errors.ratelimited_view"
 # Redis down must not turn POSTs into 500s: the counters live behind a backend that fails open (counted in
 # items_ratelimit_fail_open_total; Nginx's per-IP limit still stands in front).
 RATELIMIT_FAIL_OPEN = True
-if REDIS_URL:
-    CACHES["ratelimit"] = {**CACHES["default"], "BACKEND": "project.ratelimit_cache.FailOpenRedisCache"}
+RATELIMIT_USE_CACHE = "state"
+if STATE_REDIS_URL:
+    CACHES["ratelimit"] = {**CACHES["state"], "BACKEND": "project.ratelimit_cache.FailOpenRedisCache"}
     RATELIMIT_USE_CACHE = "ratelimit"
 
 # ------------------------------------------------------------------------------
@@ -288,8 +315,9 @@ if not BEHIND_TLS:
     # TLS is not terminated in front of this deployment, so HSTS and the HTTPS redirect would break it;
     # BEHIND_TLS=1 turns both on.
     SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008"]
-if not REDIS_URL:
-    # The embedded default's local-memory cache is per process, which is all a single `make run` needs.
+if not STATE_REDIS_URL:
+    # The embedded default's local-memory cache is per process, which is all a single `make run` needs
+    # (production with more than one process refuses it: items.E006).
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
 # ------------------------------------------------------------------------------

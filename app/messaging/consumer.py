@@ -78,6 +78,9 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                 queues=[items_queue()],
                 callbacks=[self.on_message],
                 accept=["json"],
+                # A body that is not JSON (or another content type) would otherwise raise out of the consumer and
+                # stop the worker, and the redelivered message stop the next one, until RabbitMQ's delivery limit.
+                on_decode_error=self.on_decode_error,
                 prefetch_count=PREFETCH,
             )
         ]
@@ -97,6 +100,9 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         self.flush_timer.cancel()
         self.flush()
         super().stop(c)
+
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
+        self._dead_letter(message, exc, reason="malformed")
 
     def on_message(self, body, message: Message) -> None:
         try:

@@ -3,10 +3,13 @@ the durable `items` queue, so that a 202 is a promise a broker crash cannot brea
 
 import logging
 import time
+import uuid
+from typing import Any
 
 from amqp.exceptions import AMQPError, MessageNacked
 from celery import current_app
 from django.conf import settings
+from kombu.connection import maybe_channel
 from kombu.exceptions import OperationalError as BrokerError
 
 from app import metrics
@@ -38,21 +41,51 @@ def nothing_sent(failures: list[BaseException]) -> bool:
     return bool(causes) and all(isinstance(exc, ConnectionRefusedError | MessageNacked) for exc in causes)
 
 
+# Task ids RabbitMQ handed back unrouted (mandatory publish, no queue bound: the `items` queue deleted or unbound
+# out of band). The broker sends the return before the confirm, while the publishing thread waits for it, so the
+# id is here by the time apply_async returns.
+_returned: set[str] = set()
+
+
+def _on_return(exc, exchange: str, routing_key: str, message) -> None:
+    task_id = (message.properties or {}).get("correlation_id")
+    if task_id:
+        _returned.add(task_id)
+
+
+def _watch_returns(producer) -> None:
+    """Have this producer's channel report returns to _on_return instead of raising inside the confirm wait (which
+    would leave that confirm unread on the channel); kept across reconnects (kombu re-adds `on_return`)."""
+    if producer.on_return is not _on_return:
+        producer.on_return = _on_return
+        channel: Any = maybe_channel(producer.channel)  # kombu's stubs lack a channel's `events`
+        channel.events["basic_return"].add(_on_return)
+
+
 def publish_item(payload: dict) -> None:
     """Publish a persistent message and return only once RabbitMQ has confirmed it (CELERY_BROKER_TRANSPORT_
     OPTIONS["confirm_publish"]): after this, a broker crash cannot lose it. Any failure is a 503: QueueFull or
     BrokerUnavailable when nothing reached the broker, PublishUnconfirmed when the message may have."""
     # Looked up by name, not imported: app.tasks runs app.services, which publishes through this module.
     task = current_app.tasks[messages.TASK_NAME]
+    task_id = str(uuid.uuid4())
     retried: list[BaseException] = []  # kombu's errback sees each failure it retries after
+    options: dict[str, Any] = {
+        "args": messages.task_args([payload]),
+        "task_id": task_id,
+        "queue": items_queue(),
+        "retry_policy": {**_PUBLISH_RETRY_POLICY, "errback": lambda exc, _interval_s: retried.append(exc)},
+        "confirm_timeout": settings.PUBLISH_CONFIRM_TIMEOUT_S,  # kombu's, passed on
+    }
     started = time.perf_counter()
     try:
-        task.apply_async(
-            args=messages.task_args([payload]),
-            queue=items_queue(),
-            retry_policy={**_PUBLISH_RETRY_POLICY, "errback": lambda exc, _interval_s: retried.append(exc)},
-            confirm_timeout=settings.PUBLISH_CONFIRM_TIMEOUT_S,  # type: ignore[call-arg]  # kombu's, passed on
-        )
+        if current_app.conf.task_always_eager:  # the embedded default: the task runs here, nothing is published
+            task.apply_async(**options)
+        else:
+            with current_app.producer_or_acquire() as producer:
+                _watch_returns(producer)
+                # mandatory: an unroutable message comes back (_on_return) instead of vanishing, confirmed.
+                task.apply_async(**options, producer=producer, mandatory=True)  # type: ignore[call-arg]  # kombu's
     # OSError: refused, reset, confirm timeout (socket.timeout). AMQPError: channel errors Celery does not wrap,
     # e.g. PRECONDITION_FAILED when the queue exists with other arguments, or a permission refused.
     # MessageNacked: our queue nacks only when it is at x-max-length (reject-publish).
@@ -68,5 +101,10 @@ def publish_item(payload: dict) -> None:
         metrics.publish_failed.labels(reason=BrokerUnavailable.code).inc()
         logger.warning("publish failed, answering 503: %r", exc)
         raise BrokerUnavailable() from exc
+    if task_id in _returned:
+        _returned.discard(task_id)
+        metrics.publish_failed.labels(reason=BrokerUnavailable.code).inc()
+        logger.error("publish returned unrouted: no queue is bound to the items exchange; answering 503")
+        raise BrokerUnavailable("The write queue is missing on the broker, so the item was not accepted.")
     metrics.publish_seconds.observe(time.perf_counter() - started)
     metrics.published.inc()

@@ -84,7 +84,8 @@ def cmd_up(stack: Stack) -> int:
         return 1
     if not all(os.access(VENV_BIN / name, os.X_OK) for name in ("python", "gunicorn", "celery")):
         raise StackError(f"{VENV_BIN} lacks python, gunicorn or celery; run `make install` first")
-    for directory in (cfg.run, cfg.log, cfg.data / "redis", cfg.data / "rabbitmq", cfg.data / "nginx"):
+    data_dirs = [cfg.data / name for name in ("redis", "redis-state", "rabbitmq", "nginx")]
+    for directory in (cfg.run, cfg.log, *data_dirs):
         directory.mkdir(parents=True, exist_ok=True)
     (cfg.run / "prometheus").mkdir(parents=True, exist_ok=True)
     cfg.stack_dir.chmod(0o755)

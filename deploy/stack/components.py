@@ -79,6 +79,7 @@ def build(cfg: Config) -> list[Component]:
     """Every component in dependency order: each starts only once the ones before it are healthy."""
     ports, binary, conf, data = cfg.ports, cfg.binary, cfg.conf, cfg.data
     pg, bouncer, redis = ports["STACK_PG_PORT"], ports["STACK_PGBOUNCER_PORT"], ports["STACK_REDIS_PORT"]
+    redis_state = ports["STACK_REDIS_STATE_PORT"]
     amqp, epmd, web = ports["STACK_AMQP_PORT"], ports["STACK_EPMD_PORT"], ports["STACK_WEB_PORT"]
     http_, worker_metrics = ports["STACK_HTTP_PORT"], ports["STACK_WORKER_METRICS_PORT"]
     erlang_env = {"ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1"}
@@ -108,7 +109,20 @@ def build(cfg: Config) -> list[Component]:
             name="redis",
             argv=[binary("redis-server"), str(conf / "redis/redis.conf")],
             healthy=lambda: tcp_exchange(redis, b"PING\r\n", b"+PONG"),
-            address=f"127.0.0.1:{redis}",
+            address=f"127.0.0.1:{redis} (REDIS_URL: the response cache, evicts when full)",
+        ),
+        Component(
+            name="redis-state",
+            # The same file, with what makes it the state store: nothing is ever evicted (a full store refuses
+            # writes, and a POST with an Idempotency-Key is then a 503, never a duplicate).
+            argv=[
+                binary("redis-server"),
+                str(conf / "redis/redis.conf"),
+                *("--port", str(redis_state), "--dir", str(data / "redis-state")),
+                *("--maxmemory-policy", "noeviction"),
+            ],
+            healthy=lambda: tcp_exchange(redis_state, b"PING\r\n", b"+PONG"),
+            address=f"127.0.0.1:{redis_state} (STATE_REDIS_URL: idempotency keys, rate-limit counters)",
         ),
         Component(
             name="epmd",

@@ -21,6 +21,7 @@ PORT_DEFAULTS = {  # far from the standard ports, so a system-wide service never
     "STACK_PG_PORT": 55432,
     "STACK_PGBOUNCER_PORT": 56432,
     "STACK_REDIS_PORT": 56379,
+    "STACK_REDIS_STATE_PORT": 56380,  # the state Redis: idempotency records and rate-limit counters, noeviction
     "STACK_AMQP_PORT": 55672,
     "STACK_AMQP_DIST_PORT": 55673,  # explicit: RabbitMQ's default (AMQP port + 20000) would overflow
     "STACK_EPMD_PORT": 54369,  # our own epmd, so we never touch (or leave behind) one on 4369
@@ -56,6 +57,7 @@ class Config:
     mq_password: str
     ratelimit_allowlist: str
     microcache_ttl: str
+    trusted_front: str  # NGINX_TRUSTED_FRONT: CIDRs whose X-Forwarded-For/-Proto Nginx believes (empty: none)
 
     def binary(self, name: str) -> str:
         """The path of a server binary; its bare name when it is not installed (`up` checks them all first)."""
@@ -79,6 +81,7 @@ class Config:
             ratelimit_allowlist=environ.get("RATELIMIT_ALLOWLIST", ""),
             # The micro-cache TTL bounds how stale a reader can be; Nginx time syntax (1s, 500ms).
             microcache_ttl=environ.get("NGINX_MICROCACHE_TTL", "1s"),
+            trusted_front=environ.get("NGINX_TRUSTED_FRONT", ""),
         )
 
     @property
@@ -119,6 +122,7 @@ def app_env(cfg: Config) -> dict[str, str]:
         "ALLOWED_HOSTS": "localhost,127.0.0.1",
         "DATABASE_URL": cfg.database_url("STACK_PGBOUNCER_PORT"),  # through PgBouncer, always
         "REDIS_URL": f"redis://127.0.0.1:{cfg.ports['STACK_REDIS_PORT']}/0",
+        "STATE_REDIS_URL": f"redis://127.0.0.1:{cfg.ports['STACK_REDIS_STATE_PORT']}/0",
         "BROKER_URL": cfg.broker_url(),
         "RATELIMIT_ALLOWLIST": cfg.ratelimit_allowlist,
         "TRUSTED_PROXIES": "127.0.0.1/32,::1/128",

@@ -33,9 +33,18 @@ _limit_concurrency = int(os.environ.get("UVICORN_LIMIT_CONCURRENCY") or 2000)
 
 
 class ItemsUvicornWorker(UvicornWorker):
-    """uvloop + httptools ("auto"), plus limit_concurrency, which the plain worker has no setting for."""
+    """uvloop and httptools, with:
+    - our envelope on the 400 uvicorn's parser answers itself (project/asgi_stack/server_errors.py);
+    - limit_concurrency, which the plain worker has no setting for;
+    - no proxy headers: the ASGI scope keeps the real peer (Nginx), whose X-Forwarded-For the app reads itself,
+      trusting only TRUSTED_PROXIES (project/net.py). uvicorn's rewrite hid the peer from the load shedder."""
 
-    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "limit_concurrency": _limit_concurrency or None}
+    CONFIG_KWARGS = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "http": "project.asgi_stack.server_errors:EnvelopeHttpToolsProtocol",
+        "limit_concurrency": _limit_concurrency or None,
+        "proxy_headers": False,
+    }
 
 
 # The class moved out of uvicorn (uvicorn.workers is deprecated).
@@ -66,6 +75,11 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 errorlog = "-"
 accesslog = None
 proc_name = "items-web"
+
+# gunicorn's control socket (gunicornc) is off unless GUNICORN_CONTROL_SOCKET names a path: by default every
+# master of a user shares one path ($HOME/.gunicorn/gunicorn.ctl), and the last to stop removes it for the rest.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 
 
 def on_starting(server):

@@ -41,6 +41,17 @@ class AccessLog:
         return None
 
 
+_ESCAPES = {'"': '\\"', "\\": "\\\\"}
+
+
+def _printable(text: str) -> str:
+    """What a client wrote, made unable to start a line of its own or to close our quotes: control characters,
+    quotes and backslashes escaped (a decoded path may hold a newline: `/x%0aFAKE LINE`)."""
+    if text.isprintable() and not any(c in text for c in _ESCAPES):
+        return text
+    return "".join(_ESCAPES.get(c) or (c if c.isprintable() else c.encode("unicode_escape").decode()) for c in text)
+
+
 def _log(scope, response: dict[str, int], elapsed_ms: float) -> None:
     headers = dict(scope["headers"])
     client = scope.get("client") or ("-", 0)
@@ -48,12 +59,12 @@ def _log(scope, response: dict[str, int], elapsed_ms: float) -> None:
     logger.info(
         '%s xff=%s "%s %s HTTP/%s" %s %s %.1fms rid=%s',
         client[0],
-        headers.get(b"x-forwarded-for", b"-").decode("latin-1"),
+        _printable(headers.get(b"x-forwarded-for", b"-").decode("latin-1")),
         scope["method"],
-        path,
+        _printable(path),
         scope["http_version"],
         response["status"],
         response["bytes"],
         elapsed_ms,
-        headers.get(b"x-request-id", b"-").decode("latin-1"),
+        _printable(headers.get(b"x-request-id", b"-").decode("latin-1")),
     )

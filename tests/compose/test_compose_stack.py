@@ -6,6 +6,7 @@ file that swaps registry images for ones built from Debian packages. The tests r
 stack; the last one takes it down and checks that nothing of it is left.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -95,7 +96,8 @@ def compose():
 
 def test_every_service_is_healthy_and_one_shots_succeeded(compose):
     services = compose.services()
-    assert {s["Service"] for s in services} >= {"postgres", "pgbouncer", "redis", "rabbitmq", "web", "worker", "nginx"}
+    expected = {"postgres", "pgbouncer", "redis", "redis-state", "rabbitmq", "web", "worker", "nginx"}
+    assert {s["Service"] for s in services} >= expected
     for service in services:
         if service["Service"] in ONE_SHOTS:
             assert service["State"] == "exited" and service["ExitCode"] == 0, service
@@ -124,6 +126,18 @@ def test_post_then_get_through_nginx(compose):
     assert compose.psql(f"SELECT name FROM items WHERE id = '{item_id}'") == name
     listing = httpx.get(f"{compose.url}/items", params={"limit": 100})
     assert listing.status_code == 200 and item_id in {i["id"] for i in listing.json()["results"]}
+
+
+def test_idempotency_keys_live_in_the_redis_that_never_evicts(compose):
+    policy = compose("exec", "-T", "redis-state", "redis-cli", "CONFIG", "GET", "maxmemory-policy").stdout.split()
+    assert policy == ["maxmemory-policy", "noeviction"]
+    key = f"compose-{uuid.uuid4()}"
+    accepted = httpx.post(f"{compose.url}/items", json={"name": "keyed"}, headers={"Idempotency-Key": key})
+    assert accepted.status_code == 202, accepted.text
+    pattern = "*idem:" + hashlib.sha256(key.encode()).hexdigest()  # as app/idempotency.py names the record
+    in_state = compose("exec", "-T", "redis-state", "redis-cli", "--scan", "--pattern", pattern).stdout
+    in_cache = compose("exec", "-T", "redis", "redis-cli", "--scan", "--pattern", pattern).stdout
+    assert in_state.strip() and not in_cache.strip()
 
 
 def test_errors_come_in_the_envelope_through_nginx(compose):

@@ -113,7 +113,7 @@ def test_health_schema_and_docs_are_served(api):
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz").json()
     assert ready["status"] == "ok"
-    assert set(ready["checks"]) == {"database", "cache", "broker"}
+    assert set(ready["checks"]) == {"database", "cache", "state", "broker"}
     assert api.get("/schema", headers={"Accept": "application/json"}).json()["openapi"].startswith("3.")
     docs = api.get("/docs")
     assert docs.status_code == 200
@@ -126,3 +126,20 @@ def test_security_headers_reach_the_client(api):
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert "set-cookie" not in response.headers  # a cookie would also make Nginx refuse to cache
+
+
+def test_an_idempotency_key_survives_the_response_cache_losing_everything(api, stack):
+    # Anonymous GETs decide what fills the response cache, and when it is full it evicts. Emptying it outright
+    # is the most an attacker could do to it: the key lives in the other Redis, which never evicts.
+    import redis
+
+    key = {"Idempotency-Key": f"evict-{uuid.uuid4()}"}
+    first = api.post("/items", json={"name": "once-only"}, headers=key)
+    assert first.status_code == 202
+    cache = redis.Redis.from_url(stack.env["REDIS_URL"])
+    assert cache.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-lru"
+    cache.flushall()
+    again = api.post("/items", json={"name": "once-only"}, headers=key)
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    state = redis.Redis.from_url(stack.env["STATE_REDIS_URL"])
+    assert state.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"

@@ -114,7 +114,7 @@ def _cached_by_django(client, key: str) -> tuple[int, bytes] | None:
     return (200, response.content) if response.status_code == 200 else None
 
 
-def _fast_path_answer(client, query: bytes) -> tuple[int, bytes] | None:
+def _fast_path_answer(client, query: bytes, accept: bytes | None = None) -> tuple[int, bytes] | None:
     """(status, body) from the fast path over a cache that Django filled, or None when it handed the request
     to Django."""
     sent: list[Any] = []  # "django", or the ASGI messages sent
@@ -132,7 +132,7 @@ def _fast_path_answer(client, query: bytes) -> tuple[int, bytes] | None:
         "method": "GET",
         "path": "/items",
         "query_string": query,
-        "headers": [(b"host", b"localhost")],
+        "headers": [(b"host", b"localhost"), *([(b"accept", accept)] if accept is not None else [])],
     }
     asyncio.run(fast_path(scope, None, send))
     if sent == ["django"]:
@@ -199,3 +199,18 @@ def test_canonical_queries_are_still_answered_by_the_fast_path(client, sixty_ite
         fast = _fast_path_answer(client, query)
         django = client.get("/items", QUERY_STRING=query.decode())
         assert fast == (200, django.content), query
+
+
+@pytest.mark.parametrize(
+    "accept", [b"text/html", b"application/json; q=0", b"image/png, text/*", b"application/xml;q=0.9"]
+)
+def test_an_accept_that_excludes_json_is_left_to_django_which_answers_406(client, sixty_items, accept):
+    assert _fast_path_answer(client, b"limit=5", accept=accept) is None
+    assert client.get("/items", {"limit": 5}, headers={"Accept": accept.decode()}).status_code == 406
+
+
+@pytest.mark.parametrize(
+    "accept", [b"*/*", b"application/json", b"text/html, application/json;q=0.5", b"application/*", b"APPLICATION/JSON"]
+)
+def test_an_accept_that_admits_json_is_answered_from_the_cache(client, sixty_items, accept):
+    assert _fast_path_answer(client, b"limit=5", accept=accept) is not None

@@ -1,5 +1,6 @@
 """The items API contract (README.md, "API"), on the embedded default."""
 
+import json
 import re
 import uuid
 
@@ -150,7 +151,7 @@ def test_readyz_checks_each_configured_dependency_with_latency(client):
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "cache"}  # no broker in the embedded default
+    assert set(body["checks"]) == {"database", "cache", "state"}  # no broker in the embedded default
     for check in body["checks"].values():
         assert check["ok"] is True
         assert check["latency_ms"] >= 0
@@ -181,3 +182,34 @@ def test_metrics_count_requests_by_view_and_status(client):
     text = client.get("/metrics").content.decode()
     assert "django_http_responses_total_by_status_view_method_total" in text
     assert 'view="items"' in text
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", '"utf-8"', "utf8"])
+def test_utf8_named_in_any_spelling_is_accepted(client, charset):
+    body = json.dumps({"name": "café"}, ensure_ascii=False).encode()
+    response = client.generic("POST", "/items", body, content_type=f"application/json; charset={charset}")
+    assert response.status_code == 202
+    assert Item.objects.get().name == "café"
+
+
+def _schema(client) -> dict:
+    return client.get("/schema", headers={"Accept": "application/json"}).json()
+
+
+def test_the_schema_says_next_is_null_on_the_last_page_and_bounds_limit(client):
+    schema = _schema(client)
+    page = schema["components"]["schemas"]["ItemPage"]["properties"]
+    assert page["next"]["nullable"] is True
+    (limit,) = [p for p in schema["paths"]["/items"]["get"]["parameters"] if p["name"] == "limit"]
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 100)
+    name = schema["components"]["schemas"]["Input"]["properties"]["name"]
+    assert (name["minLength"], name["maxLength"]) == (1, 200)
+
+
+def test_the_schema_documents_every_error_each_operation_can_answer_and_the_idempotency_key(client):
+    paths = _schema(client)["paths"]
+    assert {"400", "406", "413", "429", "503"} <= set(paths["/items"]["get"]["responses"])
+    assert {"400", "409", "413", "415", "422", "429", "503"} <= set(paths["/items"]["post"]["responses"])
+    assert {"404", "429", "503"} <= set(paths["/items/{item_id}"]["get"]["responses"])
+    headers = [p for p in paths["/items"]["post"]["parameters"] if p["in"] == "header"]
+    assert [h["name"] for h in headers] == ["Idempotency-Key"]

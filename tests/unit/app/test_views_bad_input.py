@@ -107,7 +107,8 @@ def test_a_real_cursor_with_one_character_changed_is_400(client):
     Item.objects.all().delete()
 
 
-@pytest.mark.parametrize("key", ["k" * 256, "naïve-ключ", "tab\tkey"])
+# "dup-a,dup-b" is what two Idempotency-Key headers become once joined.
+@pytest.mark.parametrize("key", ["k" * 256, "naïve-ключ", "tab\tkey", "dup-a,dup-b"])
 def test_bad_idempotency_key_is_400(post_item, key):
     response = post_item({"name": "x"}, **{"Idempotency-Key": key})
     assert_envelope(response, 400, "invalid_parameter")
@@ -156,3 +157,36 @@ def test_a_chunked_body_over_16_kib_is_413():
     }
     request = ASGIRequest(scope, io.BytesIO(b"x" * 20_000))
     assert_envelope(body_error(request, 16 * 1024), 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("path", ["/docs", "/docs/", "/schema"])
+def test_options_on_the_docs_and_schema_is_a_405_not_a_500(client, path):
+    response = client.options(path)
+    assert_envelope(response, 405, "method_not_allowed")
+    assert "OPTIONS" not in response["Allow"]
+
+
+@pytest.mark.parametrize("method", ["put", "delete", "patch", "post"])
+@pytest.mark.parametrize("path", ["/metrics", "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css"])
+def test_metrics_and_static_files_answer_only_get_and_head(client, method, path):
+    response = getattr(client, method)(path)
+    assert_envelope(response, 405, "method_not_allowed")
+    assert client.head(path).status_code == 200
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-7", "unicode_escape", "bz2", "utf-16"])
+def test_a_body_in_any_charset_but_utf8_is_415_and_stores_nothing(client, charset):
+    body = json.dumps({"name": "café"}, ensure_ascii=False).encode()  # generic(): sent as is, not re-encoded
+    response = client.generic("POST", "/items", body, content_type=f"application/json; charset={charset}")
+    assert_envelope(response, 415, "unsupported_media_type")
+    assert Item.objects.count() == 0
+
+
+def test_the_dependency_range_excludes_the_drf_releases_that_decompress_bodies():
+    import tomllib
+
+    from tests.support import REPO
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    drf = next(d for d in dependencies if d.startswith("djangorestframework"))
+    assert drf.startswith("djangorestframework>=3.18.3")

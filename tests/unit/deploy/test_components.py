@@ -29,6 +29,7 @@ def test_components_start_in_dependency_order_and_only_migrate_runs_once(tmp_pat
         "postgres",
         "pgbouncer",
         "redis",
+        "redis-state",
         "epmd",
         "rabbitmq",
         "migrate",

@@ -14,11 +14,15 @@ GOOD = {
     "APP_ENV": "production",
     "SECRET_KEY": "prod-Secret-Value-used-only-by-these-tests-0123456789-abcdefXYZ",
     "ALLOWED_HOSTS": "api.example.com",
+    # Two Redis servers: the evicting response cache and the state store (nothing connects to them here).
+    "REDIS_URL": "redis://cache.example:6379/0",
+    "STATE_REDIS_URL": "redis://state.example:6379/0",
 }
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"APP_ENV", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS"}}
+    ours = {"APP_ENV", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "REDIS_URL", "STATE_REDIS_URL", "WEB_CONCURRENCY"}
+    clean = {k: v for k, v in os.environ.items() if k not in ours}
     return subprocess.run(
         [sys.executable, *args], cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=60
     )
@@ -38,6 +42,8 @@ def test_check_deploy_is_clean_in_production_mode_with_real_settings():
         ({"SECRET_KEY": "a" * 60}, "items.E001"),
         ({"DEBUG": "1"}, "items.E002"),
         ({"ALLOWED_HOSTS": ""}, "items.E003"),
+        ({"ALLOWED_HOSTS": "*"}, "items.E003"),
+        ({"REDIS_URL": "", "STATE_REDIS_URL": "", "WEB_CONCURRENCY": "2"}, "items.E006"),
     ],
 )
 def test_check_deploy_fails_naming_the_unsafe_setting(override, check_id):
@@ -120,3 +126,23 @@ def test_the_security_headers_middleware_left_out_is_a_warning(settings):
     assert security_headers_middleware() == []
     settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if not m.endswith(".SecurityMiddleware")]
     assert _ids(security_headers_middleware()) == {"items.W001"}
+
+
+def test_one_web_process_may_keep_its_state_in_memory():
+    result = _run(
+        "manage.py", "check", "--deploy", **{**GOOD, "REDIS_URL": "", "STATE_REDIS_URL": "", "WEB_CONCURRENCY": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_state_sharing_the_evicting_cache_is_a_warning_that_names_the_fix():
+    result = _run("manage.py", "check", "--deploy", "--fail-level", "WARNING", **{**GOOD, "STATE_REDIS_URL": ""})
+    assert result.returncode != 0
+    assert "items.W002" in result.stderr and "noeviction" in result.stderr
+
+
+def test_a_bad_database_url_never_shows_its_password():
+    result = _run("manage.py", "check", DATABASE_URL="mysql://items:TopSecretPW@db:5432/items")
+    assert result.returncode != 0
+    assert "DATABASE_URL='mysql://items:***@db:5432/items' is not a PostgreSQL URL" in result.stderr
+    assert "TopSecretPW" not in result.stderr + result.stdout

@@ -229,3 +229,28 @@ def test_a_body_that_is_not_an_items_message_is_dead_lettered_at_once_as_malform
     (dead,) = consumer.dead_letter_producer.published
     assert dead["headers"][messages.REASON_HEADER] == "malformed"
     assert message.acked and consumer.buffer == []
+
+
+def test_a_body_that_is_not_even_json_is_dead_lettered_instead_of_stopping_the_worker():
+    # kombu's in-memory transport: real declare, publish, delivery and decoding, no broker.
+    from kombu import Connection
+    from kombu import Producer as KombuProducer
+
+    from app.messaging.queues import dead_letter_queue, items_queue
+
+    with Connection("memory://") as connection:
+        channel = connection.channel()
+        step = ItemsBatchConsumer(parent=None)
+        (kombu_consumer,) = step.get_consumers(channel)
+        items_queue()(channel).declare()
+        KombuProducer(channel).publish(
+            b"\xff not json", exchange=items_queue().exchange, routing_key="items", content_type="application/json"
+        )
+        kombu_consumer.consume()
+        connection.drain_events(timeout=2)  # raised DecodeError out of the worker before on_decode_error
+
+        dead = dead_letter_queue(channel).get(accept=["application/octet-stream", "json"])
+        assert dead is not None
+        assert dead.headers[messages.REASON_HEADER] == "malformed"
+        assert dead.body == b"\xff not json"
+        assert step.buffer == []

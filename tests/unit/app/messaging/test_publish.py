@@ -139,10 +139,10 @@ def test_a_nack_after_a_retried_confirm_timeout_is_unconfirmed(post_item, broker
 
 def test_a_retry_whose_owner_died_before_its_confirm_republishes_the_same_id(post_item, broker):
     # A request claimed the key and died (its process killed) before the outcome: its lock expires.
-    from django.core.cache import cache
+    from django.core.cache import caches
 
     claim = idempotency_claim(key="k", fingerprint=services.body_fingerprint(BODY), item_id=uuid7(1))
-    cache.delete(_lock_key("k"))
+    caches["state"].delete(_lock_key("k"))
     retry = post_item(BODY, **{"Idempotency-Key": "k"})
     assert retry.status_code == 202
     assert retry.json()["id"] == str(claim.item_id)

@@ -64,3 +64,18 @@ def test_the_asgi_entry_point_puts_the_access_log_outermost():
     wrappers = [w for w in project.asgi.PIPELINE if w is not None]
     assert wrappers[0] is AccessLog
     assert isinstance(project.asgi.application, AccessLog)
+
+
+@pytest.mark.anyio
+async def test_a_client_cannot_write_a_line_of_its_own_into_the_log(caplog):
+    scope = {**_scope(**{"X-Request-ID": 'r"1\nFAKE'}), "path": '/nowhere\nINJECTED "POST /admin HTTP/1.1" 200'}
+
+    async def send(message):
+        pass
+
+    with caplog.at_level(logging.INFO, logger="items.access"):
+        await AccessLog(_ok)(scope, None, send)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "items.access"]
+    assert "\n" not in line
+    assert '/nowhere\\nINJECTED \\"POST /admin HTTP/1.1\\" 200' in line
+    assert line.endswith('rid=r\\"1\\nFAKE')

@@ -212,6 +212,7 @@ def test_it_wraps_django_in_production_and_is_off_in_the_embedded_default(settin
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "SECRET_KEY": "prod-Secret-Value-used-only-by-these-tests-0123456789-abcdefXYZ",
         "ALLOWED_HOSTS": "x",
+        "WEB_CONCURRENCY": "1",  # per-process state is refused with more (items.E006)
     }
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "True"

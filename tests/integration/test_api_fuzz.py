@@ -1,0 +1,92 @@
+"""schemathesis against the OpenAPI schema the service publishes: no server error, JSON bodies only, every
+response as the schema describes it (status, content type, body), on the embedded default and through Nginx on
+the native stack. Bounded runs (FUZZ_MAX_TIME_S each)."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, free_ports, wait_until
+
+pytestmark = pytest.mark.integration
+
+CHECKS = "not_a_server_error,content_type_conformance,response_schema_conformance,status_code_conformance"
+MAX_TIME_S = os.environ.get("FUZZ_MAX_TIME_S", "60")
+
+
+def schemathesis(base_url: str) -> subprocess.CompletedProcess:
+    st = Path(sys.executable).with_name("st")
+    # A generous timeout per request: this suite shares two cores with the stack, and a slow answer is not wrong.
+    budget = ["--max-examples", "30", "--max-time", MAX_TIME_S, "--workers", "2", "--request-timeout", "30"]
+    return subprocess.run(
+        [str(st), "run", f"{base_url}/schema", "--url", base_url, "--checks", CHECKS, *budget, "--no-color"],
+        capture_output=True,
+        text=True,
+        timeout=int(MAX_TIME_S) * 3 + 120,
+        check=False,
+    )
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def assert_clean(run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout, run.stdout[-3000:]
+
+
+def test_the_embedded_default_answers_every_generated_request_as_its_schema_says():
+    (port,) = free_ports(1)
+    database = Path(tempfile.mkdtemp(prefix="items-fuzz-")) / "db.sqlite3"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "REDIS_", "STATE_REDIS_", "BROKER_", "APP_ENV", "STACK_"))
+    }
+    env["SQLITE_PATH"] = str(database)
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=120)
+    server = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "uvicorn",
+            "project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--http",
+            "project.asgi_stack.server_errors:EnvelopeHttpToolsProtocol",  # as `make run`
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: subprocess.run(["curl", "-sf", f"{base_url}/healthz"], capture_output=True).returncode == 0, 30
+        )
+        assert_clean(schemathesis(base_url))
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert "Traceback" not in errors, errors[-3000:]
+
+
+def test_through_nginx_on_the_native_stack_every_generated_request_is_answered_as_the_schema_says(stack):
+    assert_clean(schemathesis(stack.base_url))

@@ -1,0 +1,72 @@
+"""/readyz: what is down, never why (internal addresses stay in the log), and cheap however often it is asked."""
+
+import pytest
+
+from project import health
+
+pytestmark = pytest.mark.django_db
+
+_DEAD = {
+    "BACKEND": "django_redis.cache.RedisCache",
+    "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+    "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_answer(settings):
+    settings.READYZ_CACHE_S = 0.0
+    health._readiness.answer = None
+    yield
+    health._readiness.answer = None
+
+
+def test_a_dependency_down_is_named_without_its_address_and_the_reason_is_logged(client, settings, caplog):
+    settings.CACHES = {**settings.CACHES, "default": _DEAD}
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["error"] == "not_ready" and body["checks"]["cache"]["ok"] is False
+    assert "127.0.0.1" not in response.content.decode() and ":1" not in body["checks"]["cache"]["error"]
+    assert any("readiness: cache failed" in r.getMessage() for r in caplog.records)
+
+
+def test_probes_within_the_cache_interval_share_one_run_of_the_checks(client, settings, monkeypatch):
+    settings.READYZ_CACHE_S = 60.0
+    runs: list[int] = []
+    checks = health.configured_checks()
+
+    def counted() -> dict:
+        runs.append(1)
+        return checks
+
+    monkeypatch.setattr(health, "configured_checks", counted)
+    assert [client.get("/readyz").status_code for _ in range(20)] == [200] * 20
+    assert len(runs) == 1
+
+
+def test_the_broker_probe_keeps_its_connection_between_runs(settings, monkeypatch):
+    opened = []
+
+    class FakeConnection:
+        def __init__(self, url, connect_timeout):
+            opened.append(url)
+
+        def ensure_connection(self, max_retries):
+            return self
+
+        def channel(self):
+            return self
+
+        def close(self):
+            pass
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(health, "Connection", FakeConnection)
+    settings.BROKER_URL = "amqp://broker.example//"
+    probe = health._KeptBroker()
+    for _ in range(5):
+        probe()
+    assert opened == ["amqp://broker.example//"]

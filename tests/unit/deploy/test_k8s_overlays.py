@@ -218,7 +218,12 @@ def test_nginx_runs_deploy_nginx_byte_for_byte(manifests):
         data = config_map_data(docs, "items-nginx-conf")
         assert data["nginx.conf"] == (REPO / "deploy/nginx/nginx.conf").read_text()
         assert data["items.conf.template"] == (REPO / "deploy/nginx/conf.d/items.conf.template").read_text()
-        assert data["40-ratelimit-allowlist.sh"] == (REPO / "deploy/nginx/40-ratelimit-allowlist.sh").read_text()
+        scripts = sorted(p.name for p in (REPO / "deploy/nginx").glob("*.sh"))
+        assert {"40-ratelimit-allowlist.sh", "41-trusted-front.sh"} <= set(scripts)
+        for script in scripts:  # compose runs each of them before Nginx (the command line below)
+            assert data.get(script) == (REPO / "deploy/nginx" / script).read_text(), script
+        volume = next(v for v in pod_spec(component(docs, "nginx"))["volumes"] if v["name"] == "nginx-conf")
+        assert {i["key"]: i["path"] for i in volume["configMap"]["items"]}.items() >= {s: s for s in scripts}.items()
         assert (
             config_map_data(docs, "items-entrypoint")["entrypoint.sh"]
             == (REPO / "deploy/compose/entrypoint.sh").read_text()
@@ -230,13 +235,73 @@ def compose_service(name) -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"][name]
 
 
+def command_line(container) -> list[str]:
+    return container["command"] + container["args"]
+
+
+def compose_command_line(service) -> list[str]:
+    return service["entrypoint"] + service.get("command", [])
+
+
 def test_nginx_and_redis_render_their_templates_with_composes_own_command_line(manifests):
-    nginx, redis = compose_service("nginx"), compose_service("redis")
+    nginx, redis, state = compose_service("nginx"), compose_service("redis"), compose_service("redis-state")
+    for overlay, docs in manifests.items():
+        assert command_line(main_container(component(docs, "nginx"))) == compose_command_line(nginx)
+        assert command_line(main_container(component(docs, "redis"))) == compose_command_line(redis)
+        # The state store: compose's line, to which an overlay may add its size and nothing else (production does).
+        line, composes = command_line(main_container(component(docs, "redis-state"))), compose_command_line(state)
+        assert line[: len(composes)] == composes, overlay
+        assert line[len(composes) :] in ([], ["--maxmemory", redis_maxmemory(docs, "redis-state")]), overlay
+    assert command_line(main_container(component(manifests["dev"], "redis-state"))) == compose_command_line(state)
+
+
+def redis_maxmemory(docs, name) -> str:
+    """The maxmemory a Redis container runs with: its last `--maxmemory` argument, or redis.conf's."""
+    args = main_container(component(docs, name))["args"]
+    given = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--maxmemory"]
+    if given:
+        return given[-1]
+    found = re.search(r"^maxmemory\s+(\S+)", (REPO / "deploy/redis/redis.conf").read_text(), flags=re.M)
+    assert found, "no maxmemory in deploy/redis/redis.conf"
+    return found[1]
+
+
+def redis_bytes(size: str) -> int:
+    found = re.fullmatch(r"(\d+)(b|kb|mb|gb)?", size.lower())
+    assert found, f"maxmemory {size!r}: a size as redis.conf writes it"
+    return int(found[1]) * {None: 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}[found[2]]
+
+
+def test_each_redis_container_has_room_above_its_maxmemory(manifests):
+    """A full state store refuses writes (keyed POSTs 503, never a duplicate); an OOM-killed one refuses everything
+    until it has replayed its AOF. Half again above maxmemory: Redis's own overhead and the AOF rewrite's fork."""
     for docs in manifests.values():
-        container = main_container(component(docs, "nginx"))
-        assert container["command"] + container["args"] == nginx["entrypoint"] + nginx.get("command", [])
-        container = main_container(component(docs, "redis"))
-        assert container["command"] + container["args"] == redis["entrypoint"] + redis["command"]
+        for name in ("redis", "redis-state"):
+            limit = checks.quantity("memory", main_container(component(docs, name))["resources"]["limits"]["memory"])
+            assert limit >= 1.5 * redis_bytes(redis_maxmemory(docs, name)), name
+
+
+def test_the_state_store_never_evicts_and_the_app_finds_each_store_where_compose_does(manifests):
+    """Idempotency-Key records and rate-limit counters on STATE_REDIS_URL, a Redis with noeviction: on the cache
+    (volatile-lru, filled by reads) a key could be evicted and a retried POST store a second item."""
+    compose_env = yaml.safe_load((REPO / "docker-compose.yml").read_text())["x-app-env"]
+    assert "maxmemory-policy volatile-lru" in (REPO / "deploy/redis/redis.conf").read_text()
+    for docs in manifests.values():
+        data = config_map_data(docs, "items-config")
+        policy = {}
+        for variable, name in (("REDIS_URL", "redis"), ("STATE_REDIS_URL", "redis-state")):
+            # compose's service NAME is Service items-NAME here
+            assert data[variable] == compose_env[variable].replace(f"//{name}:", f"//items-{name}:"), variable
+            selector = one(docs, "Service", f"items-{name}")["spec"]["selector"]
+            owners = [p.owner for p in checks.pod_sets(docs) if checks.selector_matches(selector, p.labels)]
+            assert owners == [checks.ident(component(docs, name))], variable
+            args = main_container(component(docs, name))["args"]
+            policy[variable] = args[args.index("--maxmemory-policy") + 1] if "--maxmemory-policy" in args else None
+        assert policy == {"REDIS_URL": None, "STATE_REDIS_URL": "noeviction"}  # the cache keeps redis.conf's
+        for name in ("web", "worker"):
+            assert {"REDIS_URL", "STATE_REDIS_URL"} <= env_names(docs, main_container(component(docs, name)))
+        state = component(docs, "redis-state")
+        assert state["kind"] == "StatefulSet" and state["spec"]["volumeClaimTemplates"]  # its keys survive a restart
 
 
 def placeholders(path: Path) -> set[str]:
@@ -251,9 +316,31 @@ def test_every_placeholder_of_the_nginx_and_redis_templates_is_set_in_their_cont
     for docs in manifests.values():
         nginx = main_container(component(docs, "nginx"))
         assert nginx_templates <= env_names(docs, nginx)
-        assert placeholders(REPO / "deploy/redis/redis.conf") <= env_names(
-            docs, main_container(component(docs, "redis"))
-        )
+        for name in ("redis", "redis-state"):
+            assert placeholders(REPO / "deploy/redis/redis.conf") <= env_names(
+                docs, main_container(component(docs, name))
+            ), name
+
+
+def test_nginx_and_redis_get_every_variable_compose_gives_them_and_their_start_scripts_read(manifests):
+    scripts = set()
+    for path in (REPO / "deploy/nginx").glob("*.sh"):
+        scripts |= set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", path.read_text()))
+    assert {"RATELIMIT_ALLOWLIST", "NGINX_TRUSTED_FRONT", "NGINX_CONF_DIR"} <= scripts
+    for docs in manifests.values():
+        nginx = env_names(docs, main_container(component(docs, "nginx")))
+        assert scripts | set(compose_service("nginx")["environment"]) <= nginx
+        for name in ("redis", "redis-state"):
+            given = env_names(docs, main_container(component(docs, name)))
+            assert set(compose_service(name)["environment"]) <= given, name
+
+
+def test_nginx_believes_no_forwarded_header_unless_an_overlay_names_its_front(manifests):
+    """Empty NGINX_TRUSTED_FRONT: the peer is the client. Production's plain L4 LoadBalancer (externalTrafficPolicy
+    Local) sends no X-Forwarded-For, so anything trusted there would let a client forge its address."""
+    for docs in manifests.values():
+        assert config_map_data(docs, "items-nginx-env")["NGINX_TRUSTED_FRONT"] == ""
+    assert one(manifests["production"], "Service", "items-nginx")["spec"]["externalTrafficPolicy"] == "Local"
 
 
 def test_nginx_balances_over_the_ready_web_pods_itself_and_keeps_the_allow_list_beside_its_config(manifests):
@@ -451,6 +538,7 @@ def test_metrics_are_reachable_only_from_the_monitoring_namespace(manifests):
         assert sources(docs, labels("web"), 8000) == {"Deployment items-nginx", "namespace monitoring"}
         assert sources(docs, labels("worker"), 9808) == {"namespace monitoring"}
         assert sources(docs, labels("redis"), 9121) == {"namespace monitoring"}
+        assert sources(docs, labels("redis-state"), 9121) == {"namespace monitoring"}
         assert sources(docs, DB, 9187) == {"namespace monitoring"}
         assert sources(docs, POOLER, 9127) == {"namespace monitoring"}
         assert sources(docs, MQ, 15692) == {"namespace monitoring"}
@@ -460,6 +548,7 @@ def test_the_broker_and_the_cache_are_reachable_only_from_the_app_and_keda(manif
     for docs in manifests.values():
         assert sources(docs, MQ, 5672) == {"Deployment items-web", "Deployment items-worker", "namespace keda"}
         assert sources(docs, labels("redis"), 6379) == {"Deployment items-web", "Deployment items-worker"}
+        assert sources(docs, labels("redis-state"), 6379) == {"Deployment items-web", "Deployment items-worker"}
 
 
 def test_nginx_itself_answers_metrics_only_to_loopback():
@@ -472,7 +561,7 @@ def test_nginx_itself_answers_metrics_only_to_loopback():
 
 def test_prometheus_scrapes_web_worker_and_every_exporter_on_a_declared_port(manifests):
     for docs in manifests.values():
-        for name, port in (("web", 8000), ("worker", 9808), ("redis", 9121)):
+        for name, port in (("web", 8000), ("worker", 9808), ("redis", 9121), ("redis-state", 9121)):
             workload = component(docs, name)
             annotations = (checks.pod_template(workload) or {})["metadata"]["annotations"]
             assert annotations["prometheus.io/scrape"] == "true"
@@ -526,6 +615,7 @@ def test_dev_runs_everything_once(manifests):
     assert one(docs, "ScaledObject", "items-worker")["spec"]["minReplicaCount"] == 1
     assert one(docs, "Deployment", "items-nginx")["spec"]["replicas"] == 1
     assert one(docs, "StatefulSet", "items-redis")["spec"]["replicas"] == 1
+    assert one(docs, "StatefulSet", "items-redis-state")["spec"]["replicas"] == 1
     cluster = one(docs, "Cluster", "items-db")["spec"]
     assert cluster["instances"] == 1
     assert "synchronous" not in cluster["postgresql"]  # a lone primary has no replica to confirm commits

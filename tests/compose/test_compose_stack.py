@@ -89,9 +89,13 @@ def wait_until(condition: Callable[[], T | None], timeout_s: float, what: str | 
 @pytest.fixture(scope="module")
 def compose():
     stack = Compose()
-    stack("up", "--detach", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout_s=UP_TIMEOUT_S + 600)
-    yield stack
+    # A clean slate: an earlier run that failed to come up left its containers and network behind.
     stack("down", "--volumes", "--remove-orphans", "--timeout", "60", check=False)
+    try:
+        stack("up", "--detach", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout_s=UP_TIMEOUT_S + 600)
+        yield stack
+    finally:
+        stack("down", "--volumes", "--remove-orphans", "--timeout", "60", check=False)
 
 
 def test_every_service_is_healthy_and_one_shots_succeeded(compose):

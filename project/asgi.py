@@ -18,11 +18,21 @@ from django.conf import settings  # noqa: E402
 
 from app import cache  # noqa: E402
 from app.fast_path import FastPath  # noqa: E402
+from project import tracing  # noqa: E402
 from project.asgi_stack.access_log import AccessLog  # noqa: E402
+from project.asgi_stack.request_id import RequestId  # noqa: E402
 from project.asgi_stack.request_limits import RequestLimits  # noqa: E402
 from project.asgi_stack.shedding import LoadShedding  # noqa: E402
+from project.asgi_stack.tracing import Tracing  # noqa: E402
+
+# Each gunicorn worker imports this module after the fork: its own span exporter thread (when tracing is on).
+tracing.setup("items-web")
 
 PIPELINE = [
+    # X-Request-ID (Nginx's, or made here) in every log record of the request and on every response, 503s too.
+    RequestId,
+    # A span per request, when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    Tracing if tracing.enabled() else None,
     # One line per request, fast-path hits included (shed requests are only counted).
     AccessLog if settings.ACCESS_LOG else None,
     # A body over the limit refused before it is read, a chunked one measured and given its Content-Length,

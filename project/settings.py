@@ -321,30 +321,48 @@ if not STATE_REDIS_URL:
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
 # ------------------------------------------------------------------------------
-# Logging: one line per event on stderr, collected by the process manager
+# Logging: one line per event, collected by the process manager; JSON in production (project/logs.py)
+# https://docs.djangoproject.com/en/5.2/topics/logging/
 # ------------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+# json: one object per line with request_id (what a log pipeline parses); text: the lines a person reads.
+LOG_FORMAT = env_choice("LOG_FORMAT", "json" if PRODUCTION else "text", ("json", "text"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "project.logs.RequestIdFilter"}},
     "formatters": {
-        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "access": {"format": "%(message)s"},
+        "json": {"()": "project.logs.json_formatter"},  # LOG_FORMAT names one of these two
+        "text": {"()": "project.logs.TextFormatter"},
+        "access": {"format": "%(message)s"},  # the text access line is the whole record
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "line"},
-        "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+        "access": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "access",
+            "filters": ["request_id"],
+            "stream": "ext://sys.stdout",
+        },
     },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},  # 4xx are answers, not incidents
-        # project/asgi_stack/access_log.py: the line is the whole record, on stdout as access logs are.
+        # project/asgi_stack/access_log.py: on stdout, as access logs are.
         "items.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
     },
 }
 # One access line per request from the outermost ASGI wrapper (0 turns it off, e.g. for load tests; Nginx keeps
 # its own).
 ACCESS_LOG = env_bool("ACCESS_LOG", default=True)
+
+# ------------------------------------------------------------------------------
+# Tracing: OpenTelemetry, off unless an OTLP endpoint is named (project/tracing.py)
+# https://opentelemetry.io/docs/specs/otel/protocol/exporter/
+# ------------------------------------------------------------------------------
+# e.g. http://collector:4318: spans go to <endpoint>/v1/traces over OTLP/HTTP. The SDK reads its other OTEL_*
+# variables itself (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_HEADERS, ...).
+OTEL_EXPORTER_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
 
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -13,20 +13,28 @@ Failure policy:
   stored. `manage.py items_deadletters` lists, shows and replays them;
 - a failed bump of the response cache's version after a commit is retried with backoff before the acks, then
   owed and retried on every tick (app.cache.bump_version): the batch is acked either way.
+
+Each stored item is logged (`item stored`, with item_id and the request_id of the POST, from the message's
+`x-request-id` header). With tracing on, each message gets a span from delivery to stored, the child of its
+publish (the `traceparent` header), and each batch a span linked to those of its messages.
 """
 
+import contextlib
 import logging
 import random
 import time
+from dataclasses import dataclass
 
 from amqp.exceptions import AMQPError
 from celery import bootsteps, current_app
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from kombu import Consumer, Message, Producer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from app import cache, metrics
 from app.messaging import messages
 from app.messaging.queues import dead_letter_exchange, dead_letter_queue, items_queue
+from project import logs, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +69,38 @@ def _backoff_s(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311 (jitter, not crypto)
 
 
+@dataclass
+class Delivery:
+    """A message held for the next batch, with what its log lines and trace need from its headers."""
+
+    items: list[dict]
+    message: Message
+    request_id: str | None  # of the POST that published it
+    span: Span | None = None  # delivery to stored or dead-lettered; None with tracing off
+
+
+def _message_span(message: Message) -> Span | None:
+    if not tracing.enabled():
+        return None
+    parent = tracing.extract(message.headers)
+    return tracing.tracer().start_span(f"store {messages.TASK_NAME}", context=parent, kind=SpanKind.CONSUMER)
+
+
+def _batch_span(batch: list[Delivery]):
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    links = [Link(d.span.get_span_context()) for d in batch if d.span is not None]
+    return tracing.tracer().start_as_current_span(
+        "store batch", links=links, attributes={"items.batch_messages": len(batch)}
+    )
+
+
 class ItemsBatchConsumer(bootsteps.ConsumerStep):
     """Consumes the `items` queue on a channel of its own and flushes a batch when full or every 50 ms."""
 
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
-        self.buffer: list[tuple[list[dict], Message]] = []
+        self.buffer: list[Delivery] = []
         self.dead_letter_producer: Producer | None = None
 
     def get_consumers(self, channel):
@@ -110,7 +144,8 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         except ValueError as exc:
             self._dead_letter(message, exc, reason="malformed")
             return
-        self.buffer.append((items, message))
+        request_id = logs.sane_request_id(messages.request_id_of(message.headers))
+        self.buffer.append(Delivery(items, message, request_id, _message_span(message)))
         if len(self.buffer) >= BATCH_MAX:
             self.flush()
 
@@ -118,10 +153,14 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
+        with _batch_span(batch):
+            self._flush(batch)
+
+    def _flush(self, batch: list[Delivery]) -> None:
         attempt = 0
         while True:
             try:
-                self._store([item for items, _ in batch for item in items])
+                self._store([item for delivery in batch for item in delivery.items])
                 break
             except Exception as exc:
                 if not _is_transient(exc):
@@ -137,8 +176,9 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         # is still down: holding the batch would stall the worker once PREFETCH messages are unacked, turning a
         # cache outage into a write outage (queue_full), and the rows are committed. Staleness stays bounded: the
         # owed bump is retried on every tick until Redis answers, and a restarted worker bumps at start.
-        for _, message in batch:
-            _ack(message)
+        for delivery in batch:
+            _stored(delivery)
+            _ack(delivery.message)
         metrics.batch_size.observe(len(batch))
 
     def _store(self, items: list[dict]) -> None:
@@ -155,12 +195,12 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
             close_old_connections()
         metrics.stored_rows.inc(len(items))
 
-    def _store_one_by_one(self, batch: list[tuple[list[dict], Message]]) -> None:
-        for items, message in batch:
+    def _store_one_by_one(self, batch: list[Delivery]) -> None:
+        for delivery in batch:
             failures, transient_retries = 0, 0
             while True:
                 try:
-                    self._store(items)
+                    self._store(delivery.items)
                 except Exception as exc:
                     if _is_transient(exc):  # the database went away meanwhile: wait for it, count no attempt
                         metrics.store_retries.inc()
@@ -171,9 +211,14 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                     if failures < MAX_ATTEMPTS:
                         time.sleep(_backoff_s(failures))
                         continue
-                    self._dead_letter(message, exc, reason="unstorable", attempts=MAX_ATTEMPTS)
+                    self._dead_letter(delivery.message, exc, reason="unstorable", attempts=MAX_ATTEMPTS)
+                    if delivery.span is not None:
+                        delivery.span.record_exception(exc)
+                        delivery.span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
+                        delivery.span.end()
                 else:
-                    _ack(message)
+                    _stored(delivery)
+                    _ack(delivery.message)
                     metrics.batch_size.observe(1)
                 break
 
@@ -196,3 +241,12 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         )
         _ack(message)
         metrics.dead_lettered.labels(reason=reason).inc()
+
+
+def _stored(delivery: Delivery) -> None:
+    """One line per stored item, under the request that sent it; the end of its message's span."""
+    by = {"request_id": delivery.request_id} if delivery.request_id else {}
+    for item in delivery.items:
+        logger.info("item stored", extra={"item_id": item.get("id"), **by})
+    if delivery.span is not None:
+        delivery.span.end()

@@ -5,12 +5,19 @@ A message is a Celery `items.store` task (protocol 2, JSON): its body is `[args,
 worker's consumer step (consumer.py) reads the items straight from the body. An item is
 {"id": uuid, "name": str, "description": str, "created_at": RFC 3339}.
 
-A dead-lettered copy carries the original headers plus the `x-items-*` headers below.
+Its AMQP headers are Celery's (`id`, `task`, ...) plus `x-request-id`, the id of the POST that accepted it, and,
+with tracing on, the W3C `traceparent` (and `tracestate`) of its publish: the worker logs and traces each stored
+item under the request that sent it. A dead-lettered copy carries the original headers plus the `x-items-*`
+headers below.
 """
 
 import time
 
 TASK_NAME = "items.store"
+
+REQUEST_ID_HEADER = "x-request-id"
+# Written and read by OpenTelemetry's W3C propagator (project/tracing.py), with `tracestate` when there is one.
+TRACEPARENT_HEADER = "traceparent"
 
 ERROR_HEADER = "x-items-error"
 REASON_HEADER = "x-items-reason"
@@ -23,6 +30,15 @@ MAX_ERROR_CHARS = 1000
 
 def item_payload(*, item_id: str, name: str, description: str, created_at: str) -> dict:
     return {"id": item_id, "name": name, "description": description, "created_at": created_at}
+
+
+def publish_headers(*, request_id: str | None) -> dict[str, str]:
+    """Our headers of a message published while serving the request with this id (None: none known)."""
+    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+
+
+def request_id_of(headers: dict | None) -> str | None:
+    return (headers or {}).get(REQUEST_ID_HEADER)
 
 
 def task_args(items: list[dict]) -> tuple[list[dict]]:

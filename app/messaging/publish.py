@@ -1,21 +1,25 @@
 """Confirmed publish of one accepted item: it returns only once RabbitMQ has confirmed a persistent message on
-the durable `items` queue, so that a 202 is a promise a broker crash cannot break."""
+the durable `items` queue, so that a 202 is a promise a broker crash cannot break. The message carries the
+request id (and, with tracing on, the publish span's context) in its headers, for the worker's log and trace."""
 
+import contextlib
 import logging
 import time
 import uuid
 from typing import Any
 
 from amqp.exceptions import AMQPError, MessageNacked
-from celery import current_app
+from celery import Task, current_app
 from django.conf import settings
 from kombu.connection import maybe_channel
 from kombu.exceptions import OperationalError as BrokerError
+from opentelemetry.trace import SpanKind
 
 from app import metrics
 from app.exceptions import BrokerUnavailable, PublishUnconfirmed, QueueFull
 from app.messaging import messages
 from app.messaging.queues import items_queue
+from project import logs, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +74,30 @@ def publish_item(payload: dict) -> None:
     task = current_app.tasks[messages.TASK_NAME]
     task_id = str(uuid.uuid4())
     retried: list[BaseException] = []  # kombu's errback sees each failure it retries after
+    headers = messages.publish_headers(request_id=logs.request_id.get())
     options: dict[str, Any] = {
         "args": messages.task_args([payload]),
         "task_id": task_id,
+        "headers": headers,  # Celery adds them to the message's own headers
         "queue": items_queue(),
         "retry_policy": {**_PUBLISH_RETRY_POLICY, "errback": lambda exc, _interval_s: retried.append(exc)},
         "confirm_timeout": settings.PUBLISH_CONFIRM_TIMEOUT_S,  # kombu's, passed on
     }
     started = time.perf_counter()
+    span: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if tracing.enabled():
+        span = tracing.tracer().start_as_current_span(
+            f"publish {messages.TASK_NAME}", kind=SpanKind.PRODUCER, attributes={"items.item_id": payload["id"]}
+        )
+    with span:
+        tracing.inject(headers)  # the publish span's traceparent (nothing when tracing is off)
+        _publish(task, options, task_id, retried)
+    metrics.publish_seconds.observe(time.perf_counter() - started)
+    metrics.published.inc()
+
+
+def _publish(task: Task, options: dict[str, Any], task_id: str, retried: list[BaseException]) -> None:
+    """apply_async, each failure raised as its 503 (publish_item says which)."""
     try:
         if current_app.conf.task_always_eager:  # the embedded default: the task runs here, nothing is published
             task.apply_async(**options)
@@ -106,5 +126,3 @@ def publish_item(payload: dict) -> None:
         metrics.publish_failed.labels(reason=BrokerUnavailable.code).inc()
         logger.error("publish returned unrouted: no queue is bound to the items exchange; answering 503")
         raise BrokerUnavailable("The write queue is missing on the broker, so the item was not accepted.")
-    metrics.publish_seconds.observe(time.perf_counter() - started)
-    metrics.published.inc()

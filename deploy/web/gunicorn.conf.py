@@ -7,6 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
+from gunicorn import glogging
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
 from uvicorn_worker import UvicornWorker
 
 # --- Sockets and workers -------------------------------------------------------------------------------------
@@ -70,11 +73,34 @@ keepalive = 75
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 (only heartbeat files)
 
 # --- Logging -------------------------------------------------------------------------------------------------
-# The access line is written by the app's outermost ASGI wrapper (project/asgi_stack/access_log.py, ACCESS_LOG);
+# The access line is written by the app's ASGI wrappers (project/asgi_stack/access_log.py, ACCESS_LOG);
 # gunicorn's access_log_format would be ignored by uvicorn workers anyway.
 errorlog = "-"
 accesslog = None
 proc_name = "items-web"
+# gunicorn's and uvicorn's own lines (boots, worker exits, timeouts) as JSON too when the app's are (LOG_FORMAT,
+# default json in production as in project/settings.py), with the fields of project/logs.py's json_formatter:
+# that module is not imported here, since importing `project` loads the Celery app into the master.
+_production = os.environ.get("APP_ENV", "").strip().lower() == "production"
+_json_logs = (os.environ.get("LOG_FORMAT", "").strip().lower() or ("json" if _production else "text")) == "json"
+
+
+class ItemsLogger(glogging.Logger):
+    def setup(self, cfg):  # also run again on a reload (HUP)
+        super().setup(cfg)
+        if _json_logs:
+            for handler in self.error_log.handlers:
+                handler.setFormatter(
+                    JsonFormatter(
+                        "%(levelname)s %(name)s %(message)s",
+                        timestamp="time",
+                        rename_fields={"levelname": "level", "name": "logger"},
+                        reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's, with terminal colours
+                    )
+                )
+
+
+logger_class = ItemsLogger
 
 # gunicorn's control socket (gunicornc) is off unless GUNICORN_CONTROL_SOCKET names a path: by default every
 # master of a user shares one path ($HOME/.gunicorn/gunicorn.ctl), and the last to stop removes it for the rest.

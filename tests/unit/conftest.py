@@ -24,3 +24,26 @@ def post_item(client):
         return client.post(path, data=data, content_type=content_type, headers=headers)
 
     return post
+
+
+@pytest.fixture(scope="session")
+def _span_exporter():
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # once per process, as project.tracing.setup does
+    return exporter
+
+
+@pytest.fixture
+def spans(_span_exporter, settings):
+    """Tracing on (OTEL_EXPORTER_OTLP_ENDPOINT set), its spans kept in memory instead of exported."""
+    settings.OTEL_EXPORTER_OTLP_ENDPOINT = "http://127.0.0.1:4318"  # on; the provider above exports in memory
+    _span_exporter.clear()
+    yield _span_exporter
+    _span_exporter.clear()

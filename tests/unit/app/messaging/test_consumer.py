@@ -42,6 +42,7 @@ class FlakyRedis:
 class FakeMessage:
     def __init__(self, log: list[str]) -> None:
         self.log, self.acked = log, False
+        self.headers: dict = {}
 
     def ack(self) -> None:
         self.log.append("ack")

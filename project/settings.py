@@ -4,6 +4,7 @@ With no environment at all this is the *embedded default*: SQLite, an in-process
 in-process. Setting DATABASE_URL, REDIS_URL and BROKER_URL moves each piece onto the real stack.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -352,6 +353,9 @@ LOGGING = {
         "items.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
     },
 }
+# Python warnings (a library's deprecation, Django's runtime ones) become log records in the same format, not
+# stray lines on stderr.
+logging.captureWarnings(True)
 # One access line per request from the outermost ASGI wrapper (0 turns it off, e.g. for load tests; Nginx keeps
 # its own).
 ACCESS_LOG = env_bool("ACCESS_LOG", default=True)

@@ -1,6 +1,7 @@
 """Helpers shared by every test directory: free ports, polling, and the error envelope a client sees."""
 
 import json
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -47,3 +48,17 @@ def assert_envelope(response, status: int, code: str) -> dict:
     assert isinstance(body["detail"], str) and body["detail"]
     assert set(body) <= {"error", "detail", "fields"}
     return body
+
+
+# CI (and a developer asking for it) must not pass by skipping what it cannot run.
+TOOLS_REQUIRED = any(os.environ.get(name) in ("1", "true") for name in ("K8S_REQUIRED", "STACK_REQUIRED", "CI"))
+
+
+def require(available: bool, what: str, *, needed_by: str) -> None:
+    """Skip with the reason on a developer's machine; under CI (K8S_REQUIRED, STACK_REQUIRED or CI set) a
+    missing tool is a failure."""
+    if not available:
+        message = f"{what}: `{needed_by}` needs it"
+        if TOOLS_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)

@@ -10,17 +10,11 @@ from pathlib import Path
 import pytest
 
 from deploy.k8s import checks, validate
-
-REQUIRED = any(os.environ.get(name) in ("1", "true") for name in ("K8S_REQUIRED", "STACK_REQUIRED", "CI"))
+from tests import support
 
 
 def require(available: bool, what: str) -> None:
-    """Skip with the reason outside the gate; inside it (K8S_REQUIRED=1, CI) a missing tool is a failure."""
-    if not available:
-        message = f"{what}: `make k8s-validate` needs it"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+    support.require(available, what, needed_by="make k8s-validate")
 
 
 @pytest.fixture(scope="module")

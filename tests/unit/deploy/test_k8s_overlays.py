@@ -3,7 +3,6 @@ on (shallow readiness, graceful stops, Nginx and Redis configured from deploy/ a
 KEDA on the `items` queue, operators for the stateful parts). Runs `kubectl kustomize` offline."""
 
 import ast
-import os
 import re
 import shutil
 from pathlib import Path
@@ -13,20 +12,15 @@ import yaml
 from django.urls import Resolver404, resolve
 
 from deploy.k8s import checks, validate
+from tests import support
 
 REPO = validate.REPO
-REQUIRED = any(os.environ.get(name) in ("1", "true") for name in ("K8S_REQUIRED", "STACK_REQUIRED", "CI"))
 OVERLAYS = [p.name for p in validate.overlay_dirs()]
 APP_COMPONENTS = ("web", "worker", "migrate")
 
 
 def require(available: bool, what: str) -> None:
-    """Skip with the reason outside the gate; inside it (K8S_REQUIRED=1, CI) a missing tool is a failure."""
-    if not available:
-        message = f"{what}: `make k8s-validate` needs it"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+    support.require(available, what, needed_by="make k8s-validate")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 import app.metrics
 import deploy.grafana.check as dashboards
 import project.metrics
+from tests import support
 from tests.support import REPO
 
 PROMETHEUS = REPO / "deploy/prometheus"
@@ -221,8 +222,11 @@ def test_a_panel_without_a_query_or_on_another_data_source_is_refused():
         dashboards.queries(foreign)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (make system-deps)")
 def test_the_dashboard_check_rejects_a_query_prometheus_cannot_parse(tmp_path):
+    support.require(
+        shutil.which("promtool") is not None, "promtool (make system-deps)", needed_by="make observability-check"
+    )
+
     def write(expr: str) -> Path:
         path = tmp_path / "dashboard.json"
         path.write_text(

@@ -1,13 +1,11 @@
 """The wrk Lua scripts in loadtest/scripts/: what they share, and the backoff client against a real wrk."""
 
-import os
 import shutil
 import subprocess
 
-import pytest
-
 from loadtest.parsers import parse_report_line
 from loadtest.scenarios import SCRIPTS
+from tests import support
 
 
 def test_the_backoff_client_counts_like_report_lua_and_waits_as_retry_after_says():
@@ -28,11 +26,9 @@ def test_mixed_and_post_scripts_share_the_report_script():
 
 def test_the_backoff_client_waits_as_long_as_retry_after_says_where_plain_wrk_re_sends_at_once(tmp_path):
     wrk = shutil.which("wrk")
-    if not wrk:
-        # `make test` needs only Python; CI (STACK_REQUIRED=1, after make system-deps) must run this one.
-        if os.environ.get("STACK_REQUIRED") == "1":
-            pytest.fail("wrk not installed (make system-deps) and STACK_REQUIRED=1", pytrace=False)
-        pytest.skip("wrk not installed (make system-deps)")
+    # `make test` needs only Python; CI (STACK_REQUIRED=1, after make system-deps) must run this one.
+    support.require(wrk is not None, "wrk (make system-deps)", needed_by="make loadtest")
+    assert wrk is not None
     import http.server
     import threading
 

@@ -1,10 +1,13 @@
 """Helpers shared by every test directory: free ports, polling, and the error envelope a client sees."""
 
+import contextlib
+import io
 import json
+import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -62,3 +65,22 @@ def require(available: bool, what: str, *, needed_by: str) -> None:
         if TOOLS_REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@contextlib.contextmanager
+def json_log_of(logger_name: str | None) -> Iterator[io.StringIO]:
+    """What `logger_name` (None: the root) writes, formatted as production's handler does (LOG_FORMAT=json)."""
+    from project import logs
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.json_formatter())
+    handler.addFilter(logs.RequestIdFilter())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    level, logger.level = logger.level, min(logger.level or logging.INFO, logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level

@@ -2,9 +2,7 @@
 publish and consumption on kombu's in-memory transport (declare, publish, delivery, decoding; no broker)."""
 
 import datetime as dt
-import io
 import json
-import logging
 import uuid
 
 import pytest
@@ -19,6 +17,7 @@ from app.messaging.publish import publish_item
 from app.messaging.queues import items_queue
 from app.models import Item
 from project import logs
+from tests.support import json_log_of
 
 pytestmark = pytest.mark.django_db
 
@@ -52,16 +51,8 @@ def _publish_in_request(item: dict, request_id: str | None) -> None:
 @pytest.fixture
 def json_log():
     """The records of the consumer's logger, formatted as production's stderr handler does (LOG_FORMAT=json)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.json_formatter())
-    handler.addFilter(logs.RequestIdFilter())
-    consumer_logger = logging.getLogger("app.messaging.consumer")
-    consumer_logger.addHandler(handler)
-    level, consumer_logger.level = consumer_logger.level, logging.INFO
-    yield stream
-    consumer_logger.removeHandler(handler)
-    consumer_logger.level = level
+    with json_log_of("app.messaging.consumer") as stream:
+        yield stream
 
 
 def _consume_all(connection, channel) -> ItemsBatchConsumer:

@@ -1,7 +1,6 @@
 """The access log: one line per served request, from just inside the request id; none per shed request; a JSON
 record with LOG_FORMAT=json."""
 
-import io
 import json
 import logging
 import re
@@ -9,10 +8,10 @@ import time
 
 import pytest
 
-from project import logs
 from project.asgi_stack.access_log import AccessLog
 from project.asgi_stack.request_id import RequestId
 from project.asgi_stack.shedding import LoadShedding
+from tests.support import json_log_of
 
 
 @pytest.fixture
@@ -92,14 +91,8 @@ async def test_a_client_cannot_write_a_line_of_its_own_into_the_log(caplog):
 def json_access_log(settings):
     """LOG_FORMAT=json, and the access logger's records formatted as production's handler does, into a string."""
     settings.LOG_FORMAT = "json"
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.json_formatter())
-    handler.addFilter(logs.RequestIdFilter())
-    logger = logging.getLogger("items.access")
-    logger.addHandler(handler)
-    yield stream
-    logger.removeHandler(handler)
+    with json_log_of("items.access") as stream:
+        yield stream
 
 
 @pytest.mark.anyio

@@ -17,6 +17,7 @@ from app.fast_path import FastPath
 from project import logs
 from project.asgi_stack.request_id import RequestId
 from project.asgi_stack.shedding import LoadShedding
+from tests.support import json_log_of
 
 GENERATED = re.compile(r"^[0-9a-f]{32}$")
 logger = logging.getLogger("items.test")
@@ -25,16 +26,8 @@ logger = logging.getLogger("items.test")
 @pytest.fixture
 def json_log():
     """Root records formatted as production's stderr handler does (settings.LOGGING, LOG_FORMAT=json)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.json_formatter())
-    handler.addFilter(logs.RequestIdFilter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level, root.level = root.level, logging.INFO
-    yield stream
-    root.removeHandler(handler)
-    root.level = level
+    with json_log_of(None) as stream:
+        yield stream
 
 
 def records(stream: io.StringIO) -> list[dict]:

@@ -30,7 +30,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.urls import set_script_prefix
 
-from project.asgi_stack import PROBE_PATHS
+from project.asgi_stack import PROBE_PATHS, latency
 
 # Idle threads kept per process. The load shedder keeps the running requests far below this (SHED_LIMIT_MAX);
 # without it, a burst past this count is served by threads that end with their request, as Django's own do.
@@ -84,7 +84,8 @@ class KeptThreadsASGIHandler(ASGIHandler):
         """The request's whole sync part, on its own thread: what Django's handle() does in three hops."""
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
-        response = error_response if request is None else self.sync_handler.get_response(request)
+        with latency.excluding_queries():
+            response = error_response if request is None else self.sync_handler.get_response(request)
         assert response is not None  # create_request returns one or the other
         if not response.streaming:
             response.close()  # request_finished: the content is all in memory

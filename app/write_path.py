@@ -28,6 +28,7 @@ from django.http import HttpRequest
 from django_prometheus.middleware import Metrics
 from rest_framework.exceptions import ValidationError
 
+from app import metrics
 from app.asgi_answers import header, host_allowed, scheme_allowed, security_headers
 from app.http import accepts_json, json_bytes
 from app.inputs import ItemInput
@@ -59,26 +60,22 @@ class WritePath:
         self.max_queue_time_s = settings.SHED_MAX_QUEUE_TIME_MS / 1000 if settings.LOAD_SHEDDING_ENABLED else None
 
     async def __call__(self, scope, receive, send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not _LIST.match(scope["path"])
-            or not host_allowed(scope)
-            or not scheme_allowed(scope)
-            or not accepts_json(header(scope, b"accept"))
-            or (header(scope, b"content-type") or b"").lower() not in _JSON_TYPES
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST" or not _LIST.match(scope["path"]):
+            return await self.app(scope, receive, send)
+        if reason := _not_ours(scope):
+            metrics.posts_to_django.labels(reason=reason).inc()
             return await self.app(scope, receive, send)
         body = await _read_body(receive)
         if body is None:
             return None  # the client went away
         fields = _valid_fields(body)
         keys = [v for n, v in scope["headers"] if n == b"idempotency-key"]
-        if fields is None or len(keys) > 1:
-            return await self.app(scope, _replay(body, receive), send)
         try:
-            key = idempotency_key_from(keys[0].decode("latin-1")) if keys else None
+            key = idempotency_key_from(keys[0].decode("latin-1")) if len(keys) == 1 else None
         except ApiError:
+            key = None  # Django answers the 400
+        if fields is None or len(keys) > 1 or (keys and key is None):
+            metrics.posts_to_django.labels(reason="body" if fields is None else "idempotency_key").inc()
             return await self.app(scope, _replay(body, receive), send)
         started = time.perf_counter()
         try:
@@ -139,6 +136,17 @@ class WritePath:
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": response.content})
         _count(response.status_code, started)
+
+
+def _not_ours(scope) -> str | None:
+    """Why Django should answer this POST before its body is read (None: this path can)."""
+    if (header(scope, b"content-type") or b"").lower() not in _JSON_TYPES:
+        return "content_type"
+    if not accepts_json(header(scope, b"accept")):
+        return "accept"
+    if not host_allowed(scope) or not scheme_allowed(scope):
+        return "host"
+    return None
 
 
 async def _read_body(receive) -> bytes | None:

@@ -18,7 +18,7 @@ def test_the_message_is_an_items_store_task_the_consumer_reads_with_our_headers(
     headers = properties.headers or {}
     assert (headers["task"], headers["id"], headers["root_id"]) == (messages.TASK_NAME, task_id, task_id)
     assert messages.request_id_of(headers) == "rid-1"
-    assert payload["id"] in headers["argsrepr"]
+    assert payload["id"] in str(headers["argsrepr"])
     assert (properties.content_type, properties.content_encoding) == ("application/json", "utf-8")
     assert properties.delivery_mode == PERSISTENT
     # correlation_id is what kombu's path sets too; message_id lets aiormq match a returned message to its confirm

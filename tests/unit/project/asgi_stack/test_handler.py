@@ -131,5 +131,5 @@ async def test_a_sync_view_costs_one_hop_to_its_thread_with_the_signals_on_that_
     assert (status, body["error"]) == (404, "not_found")
     assert executor.calls == 1  # Django's own handler: four here (each signal, the view, response.close)
     assert [signal for _, signal, _ in request_threads] == ["started", "finished"]
-    assert {ident for _, _, ident in request_threads} == {executor._threads.copy().pop().ident}
+    assert {ident for _, _, ident in request_threads} == {thread.ident for thread in executor._threads}
     assert handler.idle == [executor]

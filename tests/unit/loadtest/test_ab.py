@@ -35,7 +35,12 @@ def test_the_summary_takes_medians_and_counts_every_answer_that_is_not_a_202():
 def test_ratios_are_to_the_reference_and_the_table_names_every_server():
     fast = _summary([_result("hey", {"202": 900}, 1.0, 100)], [_result("wrk", {"200": 650}, 1.0, 50)])
     slow = _summary([_result("hey", {"202": 300}, 1.0, 400)], [_result("wrk", {"200": 500}, 1.0, 90)])
-    assert _ratios(fast, slow) == {"post_accepted_per_s": 3.0, "get_2xx_per_s": 1.3}
+    assert _ratios(fast, slow) == {
+        "post_accepted_per_s": 3.0,
+        "get_2xx_per_s": 1.3,
+        "post_accepted_per_s_by_round": 3.0,
+        "get_2xx_per_s_by_round": 1.3,
+    }
     report = {
         "rounds": 1,
         "post": "hey …",
@@ -47,5 +52,14 @@ def test_ratios_are_to_the_reference_and_the_table_names_every_server():
         "lost_write_check": {"ok": True},
     }
     table = _markdown(report)
-    assert "| write-path | 900.0 | 3.0 |" in table and "| baseline | 300.0 | 1.0 |" in table
+    assert "| write-path | 900.0 | 3.0 (3.0) |" in table and "| baseline | 300.0 | 1.0 (1.0) |" in table
     assert "Lost-write check: ok" in table
+
+
+def test_the_by_round_ratio_is_the_median_of_each_rounds_own_ratio():
+    def server(posts_per_s: list[int]) -> dict:
+        posts = [_result("hey", {"202": n}, 1.0, 100) for n in posts_per_s]
+        return _summary(posts, [_result("wrk", {"200": 100}, 1.0, 50)] * len(posts))
+
+    # A slow machine in round 2 hits both servers: each round's ratio is 3, whatever the medians say.
+    assert _ratios(server([900, 300, 840]), server([300, 100, 280]))["post_accepted_per_s_by_round"] == 3.0

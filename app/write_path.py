@@ -179,7 +179,7 @@ def _valid_fields(body: bytes) -> dict | None:
     """The validated {"name", "description"} of a body the Django path would accept too; None for any other."""
     try:
         data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except ValueError:  # not UTF-8, not JSON
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deeply to parse
         return None
     if not isinstance(data, dict):
         return None

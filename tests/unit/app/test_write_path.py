@@ -118,7 +118,9 @@ def test_a_valid_post_is_accepted_here_with_the_answer_the_django_view_gives(cli
         b'{"name": "caf\xe9"}',
         b"{",
         b"",
+        b'{"name": ' + b"[" * 8000 + b"]" * 8000 + b"}",  # nested past the parser's recursion limit
     ],
+    ids=lambda body: repr(body[:40]),
 )
 @pytest.mark.anyio
 async def test_a_body_the_serializer_refuses_goes_to_django_byte_for_byte_and_nothing_is_published(body, client):

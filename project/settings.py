@@ -346,7 +346,8 @@ LOGGING = {
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
         "access": {
-            "class": "logging.StreamHandler",
+            # written from a thread of its own: the event loop only queues the line (project/logs.py)
+            "class": "project.logs.BackgroundStreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "access",
             "filters": ["request_id"],
             "stream": "ext://sys.stdout",

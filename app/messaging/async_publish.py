@@ -17,6 +17,7 @@ Celery's own `as_task_v2`), so the worker's consumer step cannot tell the two ap
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -59,7 +60,7 @@ class AsyncPublisher:
         if self.in_flight >= self.max_in_flight:
             metrics.publish_failed.labels(reason=Overloaded.code).inc()
             raise Overloaded("Too many writes are waiting for the broker; try again shortly.")
-        task_id = str(uuid.uuid4())
+        task_id = str(uuid.UUID(int=random.getrandbits(128), version=4))
         headers = messages.publish_headers(request_id=request_id)
         span: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if tracing.enabled():

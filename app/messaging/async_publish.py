@@ -94,13 +94,26 @@ class AsyncPublisher:
             metrics.publish_failed.labels(reason=QueueFull.code).inc()
             raise QueueFull() from exc
         # A timeout, or the channel or connection closing, after the frames may have gone out: the broker may
-        # hold the message. Start afresh on the next publish.
-        except (TimeoutError, aiormq.exceptions.AMQPError, OSError) as exc:
-            self._forget(channel)
-            metrics.publish_failed.labels(reason=BrokerUnavailable.code).inc()
-            metrics.publish_unconfirmed.inc()
-            logger.warning("publish unconfirmed (%r): answering 503; the message may be queued", exc)
-            raise PublishUnconfirmed() from exc
+        # hold the message. Start afresh on the next publish. A channel that closes under the publish has aiormq
+        # cancel the confirm futures it holds, which reaches us as a CancelledError although nobody cancelled us.
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we were cancelled: not the channel's doing
+            raise self._unconfirmed(channel, exc) from exc
+        # Anything else: aiormq fails the confirms it holds with whatever closed the connection, a bare
+        # `Exception` when nothing did (its FutureStore.reject_all); a channel found closed is a RuntimeError.
+        # Whatever it is, the frames may have gone out.
+        except Exception as exc:
+            raise self._unconfirmed(channel, exc) from exc
+
+    def _unconfirmed(self, channel: AbstractChannel, exc: BaseException) -> PublishUnconfirmed:
+        """The error for a publish whose frames may have reached the broker; the next publish starts afresh."""
+        self._forget(channel)
+        metrics.publish_failed.labels(reason=BrokerUnavailable.code).inc()
+        metrics.publish_unconfirmed.inc()
+        logger.warning("publish unconfirmed (%r): answering 503; the message may be queued", exc)
+        return PublishUnconfirmed()
 
     async def _open_channel(self) -> AbstractChannel:
         """The open channel, or a new connection and channel (the topology declared once each); BrokerUnavailable

@@ -27,6 +27,7 @@ def test_components_start_in_dependency_order_and_only_migrate_runs_once(tmp_pat
     table = components.build(config(tmp_path))
     assert [c.name for c in table] == [
         "postgres",
+        "postgres-replica",
         "pgbouncer",
         "redis",
         "redis-state",

@@ -57,7 +57,7 @@ def _check_database() -> None:
 
 def _check_replica() -> dict:
     """A health sample taken now (it also refreshes this process's routing), and what it means for reads."""
-    sample = replica.health.take_sample(close=True)
+    sample = replica.health.take_sample()
     lag_s = None if sample.lag_s is None else round(sample.lag_s, 3)
     serving = sample.up and lag_s is not None and lag_s <= settings.REPLICA_MAX_LAG_S
     if not sample.up:

@@ -19,7 +19,8 @@ is as far behind as the larger of: the time since this process first saw a posit
 age of the last commit it replayed (an upper bound, which also covers a stall that began before this process
 sampled).
 Samples are per process (a gunicorn worker, the Celery worker) and taken by the request that finds the last one
-too old, never by more than one thread at a time; the others use the previous answer.
+too old, never by more than one thread at a time, on the process's own probe connections (not Django's); the
+others use the previous answer.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+import psycopg2
+import psycopg2.extensions
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
@@ -103,9 +106,14 @@ class _Watchdog:
 
     @contextlib.contextmanager
     def limit(self, alias: str) -> Iterator[None]:
+        """Around a query on Django's connection to `alias`."""
         wrapper = connections[alias]
         wrapper.ensure_connection()  # to PgBouncer: it answers a login itself, without the server
-        fd = wrapper.connection.fileno()
+        with self.limit_fd(wrapper.connection.fileno()):
+            yield
+
+    @contextlib.contextmanager
+    def limit_fd(self, fd: int) -> Iterator[None]:
         key = threading.get_ident()
         with self.wake:
             if self.pid != os.getpid():
@@ -140,15 +148,70 @@ def _shut_down(fd: int) -> None:
 _watchdog = _Watchdog()
 
 
+class _Probes:
+    """The process's own connections for the health samples, the catch-up polls and the bump's LSN: one kept per
+    alias, apart from Django's, so that they are never a request's connection and never counted as its queries
+    (django_db_* metrics, the query-count tests). One query at a time per process; a failed one drops its
+    connection, the next opens a new one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conns: dict[str, psycopg2.extensions.connection] = {}
+        self.pid = os.getpid()
+        self.inherited: list = []  # a parent's connections after a fork: kept unclosed, they are the parent's
+
+    def scalar(self, alias: str, sql: str) -> tuple:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.inherited.extend(self.conns.values())
+                self.conns, self.pid = {}, os.getpid()
+            try:
+                conn = self.conns.get(alias)
+                if conn is None or conn.closed:
+                    conn = self.conns[alias] = _connect(alias)
+                limit = _watchdog.limit_fd(conn.fileno()) if alias == REPLICA else contextlib.nullcontext()
+                with limit, conn.cursor() as cursor:
+                    cursor.execute(sql)
+                    row = cursor.fetchone()
+                    assert row is not None  # each of these SELECTs returns one row
+                    return row
+            except psycopg2.Error:
+                self.drop(alias)
+                raise
+
+    def drop(self, alias: str) -> None:
+        conn = self.conns.pop(alias, None)
+        if conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+
+
+def _connect(alias: str) -> psycopg2.extensions.connection:
+    db = settings.DATABASES[alias]
+    conn = psycopg2.connect(
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db["PASSWORD"],
+        host=db["HOST"],
+        port=db["PORT"],
+        connect_timeout=db.get("OPTIONS", {}).get("connect_timeout", 3),
+        application_name="items-replica-probe",
+    )
+    conn.autocommit = True
+    return conn
+
+
+_probes = _Probes()
+# What a probe or a read may raise when a server is down or cut off: libpq's errors and Django's wrapping of them.
+_DB_ERRORS = (psycopg2.Error, DatabaseError)
+
+
 def _scalar(alias: str, sql: str) -> tuple:
-    limit = _watchdog.limit(alias) if alias == REPLICA else contextlib.nullcontext()
-    with limit, connections[alias].cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()
+    return _probes.scalar(alias, sql)
 
 
 def _discard_connection(alias: str) -> None:
-    """After an error: the next query on `alias` opens a new connection instead of reusing a broken one."""
+    """After a read failed on Django's connection to `alias`: the next one opens a new connection."""
     with contextlib.suppress(DatabaseError):
         connections[alias].close()
 
@@ -180,29 +243,22 @@ class ReplicaHealth:
         finally:
             self.lock.release()
 
-    def take_sample(self, *, close: bool = False) -> Sample:
+    def take_sample(self) -> Sample:
         """Ask the primary, then the replica (in this order: the replica's replay position read second can only
-        have moved on). `close`: close the connections used (a /readyz check runs in a thread of its own)."""
+        have moved on), on the probe connections."""
         now = time.monotonic()
         try:
-            try:
-                (primary_lsn,) = _scalar(PRIMARY, _PRIMARY_LSN_SQL)
-                self._remember(int(primary_lsn), now)
-            except DatabaseError as exc:  # the primary down: the lag grows from what was last seen of it
-                _discard_connection(PRIMARY)
-                logger.debug("replica health: the primary's LSN could not be read: %r", exc)
-            try:
-                in_recovery, replayed, replay_age_s = _scalar(REPLICA, _REPLICA_SQL)
-            except DatabaseError as exc:
-                _discard_connection(REPLICA)
-                return self._record(False, self.sample.replayed_lsn, now, reason=repr(exc))
-            if not in_recovery or replayed is None:
-                return self._record(False, 0, now, reason="REPLICA_DATABASE_URL is not a standby (not in recovery)")
-            return self._record(True, int(replayed), now, replay_age_s=replay_age_s)
-        finally:
-            if close:
-                _discard_connection(PRIMARY)
-                _discard_connection(REPLICA)
+            (primary_lsn,) = _scalar(PRIMARY, _PRIMARY_LSN_SQL)
+            self._remember(int(primary_lsn), now)
+        except _DB_ERRORS as exc:  # the primary down: the lag grows from what was last seen of it
+            logger.debug("replica health: the primary's LSN could not be read: %r", exc)
+        try:
+            in_recovery, replayed, replay_age_s = _scalar(REPLICA, _REPLICA_SQL)
+        except _DB_ERRORS as exc:
+            return self._record(False, self.sample.replayed_lsn, now, reason=repr(exc))
+        if not in_recovery or replayed is None:
+            return self._record(False, 0, now, reason="REPLICA_DATABASE_URL is not a standby (not in recovery)")
+        return self._record(True, int(replayed), now, replay_age_s=replay_age_s)
 
     def _remember(self, primary_lsn: int, now: float) -> None:
         with self._positions_lock:
@@ -237,8 +293,7 @@ class ReplicaHealth:
         return self.sample
 
     def failed(self, exc: Exception) -> None:
-        """A query on the replica failed: it counts as down until the next sample says otherwise."""
-        _discard_connection(REPLICA)
+        """A read on the replica failed: it counts as down until the next sample says otherwise."""
         now = time.monotonic()
         self._record(False, self.sample.replayed_lsn, now, reason=repr(exc))
 
@@ -265,7 +320,7 @@ class ReplicaHealth:
         while True:
             try:
                 (replayed,) = _scalar(REPLICA, _REPLAY_LSN_SQL)
-            except DatabaseError as exc:
+            except _DB_ERRORS as exc:
                 self.failed(exc)
                 return False
             if replayed is not None and int(replayed) >= min_lsn:
@@ -306,6 +361,7 @@ def read(query: Callable[[str], T], *, min_lsn: int | None = None, recheck_empty
             result = query(_counted(REPLICA))
     except (OperationalError, InterfaceError) as exc:
         logger.warning("replica: a read failed (%r); retried on the primary", exc)
+        _discard_connection(REPLICA)
         health.failed(exc)
         _fallback("error")
         return query(_counted(PRIMARY))
@@ -322,8 +378,7 @@ def primary_lsn() -> int | None:
     try:
         (lsn,) = _scalar(PRIMARY, _PRIMARY_LSN_SQL)
         return int(lsn)
-    except DatabaseError as exc:
-        _discard_connection(PRIMARY)
+    except _DB_ERRORS as exc:
         logger.warning("replica: the primary's LSN could not be read after a commit (%r)", exc)
         return UNKNOWN_LSN
 

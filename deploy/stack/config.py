@@ -63,6 +63,9 @@ class Config:
     ratelimit_allowlist: str
     microcache_ttl: str
     trusted_front: str  # NGINX_TRUSTED_FRONT: CIDRs whose X-Forwarded-For/-Proto Nginx believes (empty: none)
+    # STACK_REPLICA_READS=0: the replica still runs, but the app reads on the primary (REPLICA_DATABASE_URL empty),
+    # as before it had one; for comparisons, e.g. loadtest.visibility with and without.
+    replica_reads: bool = True
 
     def binary(self, name: str) -> str:
         """The path of a server binary; its bare name when it is not installed (`up` checks them all first)."""
@@ -87,6 +90,7 @@ class Config:
             # The micro-cache TTL bounds how stale a reader can be; Nginx time syntax (1s, 500ms).
             microcache_ttl=environ.get("NGINX_MICROCACHE_TTL", "1s"),
             trusted_front=environ.get("NGINX_TRUSTED_FRONT", ""),
+            replica_reads=environ.get("STACK_REPLICA_READS", "1") != "0",
         )
 
     @property
@@ -127,7 +131,9 @@ def app_env(cfg: Config) -> dict[str, str]:
         "ALLOWED_HOSTS": "localhost,127.0.0.1",
         "DATABASE_URL": cfg.database_url("STACK_PGBOUNCER_PORT"),  # through PgBouncer, always
         # The streaming replica, through PgBouncer's items_ro entry (deploy/pgbouncer/pgbouncer.ini): API reads.
-        "REPLICA_DATABASE_URL": cfg.database_url("STACK_PGBOUNCER_PORT", REPLICA_PGBOUNCER_DB),
+        "REPLICA_DATABASE_URL": cfg.database_url("STACK_PGBOUNCER_PORT", REPLICA_PGBOUNCER_DB)
+        if cfg.replica_reads
+        else "",
         "REDIS_URL": f"redis://127.0.0.1:{cfg.ports['STACK_REDIS_PORT']}/0",
         "STATE_REDIS_URL": f"redis://127.0.0.1:{cfg.ports['STACK_REDIS_STATE_PORT']}/0",
         "BROKER_URL": cfg.broker_url(),

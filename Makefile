@@ -7,7 +7,7 @@ PORT   ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration lint format system-deps stack stack-down stack-status \
-	loadtest loadtest-smoke loadtest-writes compose-test k8s-validate observability-check
+	loadtest loadtest-smoke loadtest-writes loadtest-ab compose-test k8s-validate observability-check
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -84,9 +84,13 @@ $(VENV)/.loadtest-installed: loadtest/requirements.txt | $(VENV)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -r loadtest/requirements.txt
 	@touch $@
 
-loadtest: install $(VENV)/.loadtest-installed ## every load scenario 3x + baselines, then 60 s of sustained writes; report in loadtest/results/
+loadtest: install $(VENV)/.loadtest-installed ## every load scenario 3x + baselines, 60 s of sustained writes, the write/read A/B; report in loadtest/results/
 	$(BIN)/python -m loadtest --start-stack $(LOADTEST_ARGS)
 	$(BIN)/python -m loadtest.sustained_writes --start-stack
+	$(BIN)/python -m loadtest.ab --start-stack $(AB_ARGS)
+
+loadtest-ab: install ## POST and cache-miss GET, write path on / off (AB_ARGS="--baseline-ref <commit>" adds that commit), 3 rounds
+	$(BIN)/python -m loadtest.ab --start-stack $(AB_ARGS)
 
 loadtest-writes: install ## 60 s of sustained POSTs: accepted/s, stored rows/s, queue depth, lost-write check
 	$(BIN)/python -m loadtest.sustained_writes --start-stack $(WRITES_ARGS)

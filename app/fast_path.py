@@ -11,9 +11,9 @@ Load shedding does not see hits: they are the cheapest answer there is.
 import re
 
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 
 from app import cache
+from app.asgi_answers import header, host_allowed, scheme_allowed, security_headers
 from app.http import accepts_json, etag_matches
 from app.params import parse_limit
 
@@ -54,14 +54,8 @@ class FastPath:
             (b"content-type", b"application/json; charset=utf-8"),
             (b"cache-control", b"public, max-age=%d" % settings.CACHE_MAX_AGE_S),
             (b"vary", b"Accept"),
-            # What SecurityMiddleware and XFrameOptionsMiddleware add on the Django path.
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", settings.SECURE_REFERRER_POLICY.encode()),
-            (b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()),
-            (b"x-frame-options", settings.X_FRAME_OPTIONS.encode()),
+            *security_headers(),
         ]
-        if settings.BEHIND_TLS:
-            self.headers.append((b"strict-transport-security", _hsts().encode()))
 
     def _key(self, scope) -> tuple[str, bool] | None:
         """(cache key, versioned) for a request the cache may answer; None for Django."""
@@ -79,22 +73,15 @@ class FastPath:
             return cache.item_key(match[1].lower()), False
         return None
 
-    def _host_allowed(self, scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"host":
-                domain, _ = split_domain_port(value.decode("latin-1"))
-                return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
-        return False
-
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         key = self._key(scope)
         if (
             key is None
-            or not self._host_allowed(scope)
-            or (settings.BEHIND_TLS and not _is_https(scope))
-            or not accepts_json(next((v for n, v in scope["headers"] if n == b"accept"), None))
+            or not host_allowed(scope)
+            or not scheme_allowed(scope)
+            or not accepts_json(header(scope, b"accept"))
         ):
             return await self.app(scope, receive, send)
         if self.lookup is None:
@@ -107,7 +94,7 @@ class FastPath:
 
     async def _send(self, scope, send, etag: str, body: bytes) -> None:
         headers = [*self.headers, (b"etag", etag.encode())]
-        if_none_match = next((v for n, v in scope["headers"] if n == b"if-none-match"), None)
+        if_none_match = header(scope, b"if-none-match")
         if if_none_match is not None and etag_matches(if_none_match.decode("latin-1"), etag):
             await send({"type": "http.response.start", "status": 304, "headers": headers[1:]})
             await send({"type": "http.response.body", "body": b""})
@@ -115,17 +102,3 @@ class FastPath:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-
-def _hsts() -> str:
-    """The Strict-Transport-Security value SecurityMiddleware sends, from the same settings."""
-    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
-    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-        value += "; includeSubDomains"
-    if settings.SECURE_HSTS_PRELOAD:
-        value += "; preload"
-    return value
-
-
-def _is_https(scope) -> bool:
-    return any(n == b"x-forwarded-proto" and v == b"https" for n, v in scope["headers"])

@@ -1,6 +1,6 @@
 """Time-ordered UUIDs (version 7, RFC 9562) for item ids; Python gains uuid.uuid7 only in 3.14."""
 
-import os
+import random
 import threading
 import time
 import uuid
@@ -8,7 +8,9 @@ import uuid
 
 def uuid7(unix_ms: int) -> uuid.UUID:
     """48 bits of milliseconds, then 74 random bits; sorts by time as bytes, as text and in PostgreSQL."""
-    rand = int.from_bytes(os.urandom(10), "big")
+    # Not os.urandom: on the write path this runs on the event loop, and a call that releases the GIL there hands
+    # it to a request thread for a switch interval. Ids are public, not secrets; `random` is reseeded after fork.
+    rand = random.getrandbits(80)
     value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits

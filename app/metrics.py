@@ -17,6 +17,13 @@ publish_seconds = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
+posts_to_django = Counter(
+    "items_posts_to_django_total",
+    "POST /items the write path handed to Django (which answers or refuses them, a thread each), by reason: "
+    "content_type, accept, host, body (a body the serializer refuses: Django answers its 400), idempotency_key.",
+    ["reason"],
+)
+
 # POST admission from the sampled depth (app/messaging/backpressure.py); the depth itself is items_queue_depth below.
 backpressure_delayed = Counter(
     "items_backpressure_delayed_total", "POSTs held for a while because the items queue was between the watermarks."

@@ -97,11 +97,11 @@ def count_recycles(log: Path) -> int:
         return 0
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def _spawn(name: str, argv: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen(
             argv,
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -300,9 +300,17 @@ def gunicorn_env(base: dict[str, str], *, port: int, metrics_dir: Path, extra: d
 
 
 def start_gunicorn(
-    name: str, app: str, *, base_env: dict[str, str], work_dir: Path, extra_env: dict[str, str], ready_path: str
+    name: str,
+    app: str,
+    *,
+    base_env: dict[str, str],
+    work_dir: Path,
+    extra_env: dict[str, str],
+    ready_path: str,
+    repo: Path = REPO,
 ) -> Server:
-    """deploy/web/start serving APP on a free port: the stack's command line, worker count and worker class."""
+    """deploy/web/start serving APP on a free port: the stack's command line, worker count and worker class.
+    `repo`: another checkout (a git worktree of an earlier commit, for an A/B in one run), with this one's venv."""
     work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = gunicorn_env(base_env, port=port, metrics_dir=work_dir / "prometheus", extra=extra_env)
@@ -312,8 +320,8 @@ def start_gunicorn(
         raise RuntimeError("gunicorn not found: make install")
     # No control socket: its default path (~/.gunicorn/gunicorn.ctl) is shared by every gunicorn of this user,
     # and ours must not take it from the stack's. It plays no part in serving requests.
-    argv = ["env", f"GUNICORN_APP={app}", str(WEB_START), "--no-control-socket"]
+    argv = ["env", f"GUNICORN_APP={app}", str(repo / WEB_START.relative_to(REPO)), "--no-control-socket"]
     log = work_dir / "gunicorn.log"
-    server = Server(name, _spawn(name, argv, env, log), port, argv, log)
+    server = Server(name, _spawn(name, argv, env, log, cwd=repo), port, argv, log)
     server.wait_ready(ready_path, timeout_s=60)
     return server

@@ -1,15 +1,22 @@
 """Sustained writes on the native stack: accepted POST/s with publisher confirms, stored rows/s, and the depth of
-the items queue over the run, then the lost-write check (rows stored == 202s).
+the items queue over the run, how long an accepted item takes to show in the listing, then the lost-write check
+(rows stored == 202s).
 
     python -m loadtest.sustained_writes [--duration 60] [--concurrency 50] [--start-stack]
 
-Ingest keeps up when the depth stays bounded during the run and drains to zero soon after it.
+Ingest keeps up when the depth stays bounded during the run and drains to zero soon after it. Every second a probe
+POSTs one item through Nginx and reads GET /items?limit=100 until the item is on it, or the page has moved past
+it to newer items and the item is stored (at hundreds of writes a second, a hundred newer ones arrive within a
+fraction of a second), through every cache a client reads through: accept → visible, whose p99 the design
+bounds at 2 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -23,6 +30,8 @@ from loadtest.scenarios import POST_BODY
 from loadtest.stack_env import REPO, find_stack, stack_is_up, start_stack, stop_stack
 
 SAMPLE_EVERY_S = 1.0
+PROBE_POLL_S = 0.025
+PROBE_GIVE_UP_S = 10.0
 
 
 def _row_counter(database_url: str):
@@ -52,6 +61,59 @@ def _depth_sampler(broker_url: str, samples: list[tuple[float, int]], stop: thre
             stop.wait(SAMPLE_EVERY_S)
 
 
+def _request(host: str, port: int, method: str, path: str, body: bytes | None = None) -> dict:
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return {"status": response.status, "body": json.loads(response.read() or b"null")}
+    finally:
+        connection.close()
+
+
+def _listed(host: str, port: int, item_id: str) -> bool:
+    """Whether the listing shows the item: on its first page, or that page has moved past it (its newest id is
+    newer: ids are UUIDv7, id order is accept order) and the item is stored, on a later page."""
+    page = _request(host, port, "GET", "/items?limit=100")["body"] or {}
+    ids = [item["id"] for item in page.get("results", [])]
+    if item_id in ids:
+        return True
+    return bool(ids) and max(ids) > item_id and _request(host, port, "GET", f"/items/{item_id}")["status"] == 200
+
+
+def _visibility_probe(base_url: str, latencies: list[float], accepted: list[str], stop: threading.Event) -> None:
+    """Every SAMPLE_EVERY_S: one POST (its id into `accepted` on a 202), then GETs until the listing shows it;
+    the seconds from 202 to seen into `latencies`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    while not stop.is_set():
+        try:
+            answer = _request(host, port, "POST", "/items", json.dumps({"name": "visibility probe"}).encode())
+            if answer["status"] == 202:
+                accepted_at, item_id = time.monotonic(), answer["body"]["id"]
+                accepted.append(item_id)
+                while time.monotonic() - accepted_at < PROBE_GIVE_UP_S and not _listed(host, port, item_id):
+                    time.sleep(PROBE_POLL_S)
+                latencies.append(time.monotonic() - accepted_at)
+        except (OSError, ValueError, KeyError):  # a failed probe is a gap in the series, not a failed run
+            pass
+        stop.wait(SAMPLE_EVERY_S)
+
+
+def _percentiles_ms(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {
+        "p50": round(statistics.median(ordered) * 1000, 1),
+        "p99": round(p99 * 1000, 1),
+        "max": round(ordered[-1] * 1000, 1),
+    }
+
+
 def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
     stack = find_stack()
     if stack is None or not stack.database_direct_url:
@@ -66,19 +128,31 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
         target=_depth_sampler, args=(stack.env["BROKER_URL"], samples, stop, started), daemon=True
     )
     sampler.start()
+    visible_after: list[float] = []
+    probe_ids: list[str] = []
+    load_over = threading.Event()
+    probe = threading.Thread(
+        target=_visibility_probe, args=(stack.http_url, visible_after, probe_ids, load_over), daemon=True
+    )
+    probe.start()
     command = [
         "hey", "-z", f"{duration_s}s", "-c", str(concurrency), "-m", "POST",
         "-H", "Content-Type: application/json", "-d", POST_BODY, f"{stack.http_url}/items",
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=False, timeout=duration_s + 120).stdout
     load_ended = time.monotonic()
+    load_over.set()  # the probe ends with the load: after it, visibility is no longer measured under load
+    probe.join(PROBE_GIVE_UP_S + 5)
     result = parse_hey(output)
-    drain = wait_drained(count_rows, expected_at_least=rows_before + result.accepted, hard_timeout_s=300)
+    drain = wait_drained(
+        count_rows, expected_at_least=rows_before + result.accepted + len(probe_ids), hard_timeout_s=300
+    )
     stop.set()
     sampler.join(5)
-    stored = drain.rows - rows_before
+    probes = len(probe_ids)  # their rows are in the count too
+    stored = drain.rows - rows_before - probes
     verdict = lost_write_verdict(
-        rows_before=rows_before, rows_after=drain.rows, accepted=result.accepted, unanswered=result.unanswered
+        rows_before=rows_before + probes, rows_after=drain.rows, accepted=result.accepted, unanswered=result.unanswered
     )
     depths = [depth for _, depth in samples if depth >= 0]
     during = [depth for t, depth in samples if depth >= 0 and t <= load_ended - started]
@@ -95,6 +169,7 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
         "stored_per_s": round(stored / (drain.drained_at - started), 1) if drain.drained_at > started else None,
         "drained_s_after_load": round(drain.drained_at - load_ended, 2),
         "max_depth_during_load": max(during, default=None),
+        "visible_after_accept_ms": {"probes": probes, "seen": len(visible_after), **_percentiles_ms(visible_after)},
         "final_depth": depths[-1] if depths else None,
         "depth_samples": samples,
         "lost_write_check": verdict.to_dict(),

@@ -18,6 +18,7 @@ from django.conf import settings  # noqa: E402
 
 from app import cache  # noqa: E402
 from app.fast_path import FastPath  # noqa: E402
+from app.write_path import WritePath  # noqa: E402
 from project import tracing  # noqa: E402
 from project.asgi_stack.access_log import AccessLog  # noqa: E402
 from project.asgi_stack.request_id import RequestId  # noqa: E402
@@ -40,6 +41,9 @@ PIPELINE = [
     RequestLimits,
     # Fresh cache hits of GET /items*, answered before Django: the cheapest answer there is, never shed.
     FastPath if cache.enabled() else None,
+    # POST /items validated, admitted and published on the event loop, confirms pipelined on one channel per
+    # process: no thread, so never shed (the embedded default has no broker: its POSTs go to Django).
+    WritePath if settings.BROKER_URL and settings.WRITE_PATH_ENABLED else None,
     # Admit, queue on the event loop, or answer 503 overloaded before Django pays for a request cycle.
     LoadShedding if settings.LOAD_SHEDDING_ENABLED else None,
 ]

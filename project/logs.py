@@ -7,7 +7,12 @@ unchanged, with fields passed as `extra=`. structlog would bring its own event A
 only if we wanted to log structured events everywhere; here one contextvar and one filter are all we add.
 """
 
+import atexit
+import contextlib
 import logging
+import os
+import queue
+import threading
 from contextvars import ContextVar
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -79,3 +84,60 @@ class TextFormatter(logging.Formatter):
 def _printable(value: object) -> str:
     text = str(value)
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+class BackgroundStreamHandler(logging.StreamHandler):
+    """A StreamHandler whose writes happen on a thread of its own, many lines per write.
+
+    For the access log, emitted once per request on the event loop: a write there is a syscall that releases the
+    GIL, and under load a request thread takes it for a switch interval before the loop gets it back. The record
+    is formatted where it is emitted (the request id and the contextvars are there); only the line travels. The
+    writer is started on first use in each process (gunicorn workers fork) and drains the queue at exit.
+    """
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream)
+        self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.writer_pid: int | None = None
+        self.writer: threading.Thread | None = None
+        self.start_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        if self.writer_pid != os.getpid():
+            self._start_writer()
+        self.lines.put(line)
+
+    def _start_writer(self) -> None:
+        with self.start_lock:
+            if self.writer_pid == os.getpid():
+                return
+            self.lines = queue.SimpleQueue()  # a queue inherited over fork has no reader here
+            writer = threading.Thread(target=self._write, args=(self.lines,), name="log-writer", daemon=True)
+            writer.start()
+            self.writer, self.writer_pid = writer, os.getpid()
+            atexit.register(self._drain, self.lines, writer)
+
+    def _write(self, lines: "queue.SimpleQueue[str | None]") -> None:
+        while True:
+            batch = [lines.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(lines.get_nowait())
+                except queue.Empty:
+                    break
+            text = "".join(line for line in batch if line is not None)
+            if text:
+                with contextlib.suppress(Exception):  # a closed stream at exit: nothing left to tell
+                    self.stream.write(text)
+                    self.flush()
+            if None in batch:
+                return
+
+    def _drain(self, lines: "queue.SimpleQueue[str | None]", writer: threading.Thread) -> None:
+        lines.put(None)
+        writer.join(timeout=2)

@@ -213,6 +213,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 # Fail fast when the broker is unreachable: the POST answers 503 within about this long.
 CELERY_BROKER_CONNECTION_TIMEOUT = env_float("BROKER_CONNECT_TIMEOUT_S", 2.0, minimum=0.1)
 PUBLISH_CONFIRM_TIMEOUT_S = env_float("PUBLISH_CONFIRM_TIMEOUT_S", 2.0, minimum=0.1)
+# POST /items accepted on the event loop with pipelined confirms (app/write_path.py); 0 sends every POST through
+# Django and a confirm round trip per request, as before (kept for A/B benchmarks: docs/load-testing.md).
+WRITE_PATH_ENABLED = env_bool("WRITE_PATH_ENABLED", default=True)
+# Confirms one web process may wait for at once; past it a POST is answered 503 overloaded. Far above what a
+# healthy broker leaves outstanding (a few milliseconds' worth), it bounds the memory a stalled broker can pin.
+PUBLISH_MAX_IN_FLIGHT = env_int("PUBLISH_MAX_IN_FLIGHT", 1000, minimum=1)
 # Hard cap of the items queue (x-max-length with reject-publish): past it the broker refuses new messages (007).
 ITEMS_QUEUE_MAX_LENGTH = env_int("ITEMS_QUEUE_MAX_LENGTH", 100_000, minimum=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -363,7 +369,8 @@ LOGGING = {
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
         "access": {
-            "class": "logging.StreamHandler",
+            # written from a thread of its own: the event loop only queues the line (project/logs.py)
+            "class": "project.logs.BackgroundStreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "access",
             "filters": ["request_id"],
             "stream": "ext://sys.stdout",

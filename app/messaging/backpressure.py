@@ -5,11 +5,13 @@ connection of this process), never once per request: whichever request finds the
 and requests arriving meanwhile use the last value instead of waiting. The queue's x-max-length with
 reject-publish (app/messaging/queues.py) stays the hard stop behind this.
 
-The delay is a time.sleep in the POST's own thread: POST is a sync DRF view, which Django runs under ASGI in
-a thread of its own per request (sync_to_async), so the sleep holds only that request, never the event loop.
-The delay is excluded from the load shedder's latency samples: it is deliberate, not a sign of overload.
+On the write path (app/write_path.py, on the event loop) the delay is an asyncio.sleep and a stale sample is
+refreshed in the background, never waited for. On the Django path (a sync DRF view, in a thread of its own per
+request) it is a time.sleep that holds only that request, excluded from the load shedder's latency samples: it
+is deliberate, not a sign of overload.
 """
 
+import asyncio
 import logging
 import threading
 import time
@@ -61,12 +63,14 @@ class DepthSampler:
         self._next_at = 0.0
         self._refreshing = threading.Lock()
 
-    def current(self) -> int | None:
+    def current(self, *, wait: bool = True) -> int | None:
+        """The depth; a stale sample starts a refresh, waited for up to max_wait_s (`wait`) or not at all."""
         if self.clock() >= self._next_at and self._refreshing.acquire(blocking=False):
             self._next_at = self.clock() + self.interval_s
             done = threading.Event()
             threading.Thread(target=self._refresh, args=(done,), name="queue-depth-sample", daemon=True).start()
-            done.wait(self.max_wait_s)
+            if wait:
+                done.wait(self.max_wait_s)
         return self.depth
 
     def _refresh(self, done: threading.Event) -> None:
@@ -119,14 +123,21 @@ class Backpressure:
 
     def admit(self) -> None:
         """Return once the POST may publish (after its delay, if any); raise QueueFull when over high."""
-        delay_s = admission_delay_s(self.sampler.current(), low=self.low, high=self.high, max_delay_s=self.max_delay_s)
+        delay_s = self.delay_s(wait=True)
+        if delay_s > 0:
+            exclude_from_latency(delay_s)
+            self.sleep(delay_s)
+
+    def delay_s(self, *, wait: bool) -> float:
+        """How long this POST is to be held; QueueFull when over high."""
+        depth = self.sampler.current(wait=wait)
+        delay_s = admission_delay_s(depth, low=self.low, high=self.high, max_delay_s=self.max_delay_s)
         if delay_s is None:
             metrics.backpressure_rejected.inc()
             raise QueueFull()
         if delay_s > 0:
             metrics.backpressure_delayed.inc()
-            exclude_from_latency(delay_s)
-            self.sleep(delay_s)
+        return delay_s
 
 
 _instance: Backpressure | None = None
@@ -135,9 +146,18 @@ _instance_lock = threading.Lock()
 
 def backpressure_admit() -> None:
     """Admission for one POST in this process; nothing without a broker (the embedded default has no queue)."""
+    if settings.BROKER_URL:
+        _backpressure().admit()
+
+
+async def abackpressure_admit() -> None:
+    """As backpressure_admit, on the event loop."""
+    if settings.BROKER_URL and (delay_s := _backpressure().delay_s(wait=False)) > 0:
+        await asyncio.sleep(delay_s)
+
+
+def _backpressure() -> Backpressure:
     global _instance
-    if not settings.BROKER_URL:
-        return
     if _instance is None:
         with _instance_lock:
             if _instance is None:
@@ -150,4 +170,4 @@ def backpressure_admit() -> None:
                     high=settings.BACKPRESSURE_HIGH,
                     max_delay_s=settings.BACKPRESSURE_MAX_DELAY_MS / 1000,
                 )
-    _instance.admit()
+    return _instance

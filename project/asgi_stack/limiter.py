@@ -15,7 +15,6 @@ SAMPLE_MIN_COUNT = 10  # completions a window needs before it counts: a few fast
 SMOOTHING = 0.2  # share of the newly computed limit taken per window (EWMA): one odd window cannot halve it
 MIN_GRADIENT = 0.5  # the limit shrinks by at most half per window, however bad the window looked
 BASELINE_REFRESH_S = 30.0  # the min-RTT baseline is re-measured this often, with the limit held at the floor
-SERVICE_SMOOTHING = 0.05  # weight of one completion in the mean service time that predicts a queued wait
 
 
 class GradientLimiter:
@@ -52,7 +51,6 @@ class GradientLimiter:
         self.limit = float(min(max(initial, minimum), maximum))
         self.inflight = 0
         self.min_rtt_s: float | None = None
-        self.service_s: float | None = None  # mean service time (EWMA over completions)
         self.measuring_baseline = True  # the limit is held at the floor until min_rtt is measured
         self._lock = threading.Lock()
         now = clock()
@@ -76,10 +74,6 @@ class GradientLimiter:
         """Count one completion; returns True when the limit was recomputed."""
         with self._lock:
             self.inflight -= 1
-            if self.service_s is None:
-                self.service_s = latency_s
-            else:
-                self.service_s += SERVICE_SMOOTHING * (latency_s - self.service_s)
             self._window_sum_s += latency_s
             self._window_count += 1
             now = self.clock()

@@ -6,6 +6,7 @@ Anyone's id is accepted: it only correlates lines, and a client that sends its o
 logs. It is bounded (1-128 printable ASCII, else replaced) so that it can neither break a log line nor a header.
 """
 
+import random
 import uuid
 
 from project import logs
@@ -21,7 +22,9 @@ class RequestId:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         sent = next((value for name, value in scope["headers"] if name == _HEADER), None)
-        request_id = logs.sane_request_id(sent) or uuid.uuid4().hex
+        # Not uuid4 (os.urandom): a call that releases the GIL on the event loop hands it to a request thread for a
+        # switch interval. A request id is a label, not a secret; `random` is reseeded in each forked worker.
+        request_id = logs.sane_request_id(sent) or uuid.UUID(int=random.getrandbits(128), version=4).hex
         header = (_HEADER, request_id.encode("ascii"))
 
         async def send_with_id(message) -> None:

@@ -119,6 +119,41 @@ def test_every_accepted_post_is_stored_once_while_rabbitmq_is_killed_and_restart
     stack.wait_healthy("rabbitmq")
 
 
+def _web_metric(stack, name: str) -> float:
+    text = httpx.get(f"{stack.web_url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_with_100_posts_waiting_for_their_confirm_rabbitmq_sigkilled_every_202_is_stored_once(stack):
+    """The write path keeps up to hundreds of publishes waiting for their confirm on one channel per process: a
+    broker killed under them must fail every one of them cleanly (503 with Retry-After), never turn one into a
+    202 it cannot keep, and the next POSTs reconnect once the broker is back."""
+    total, in_flight = 3000, 100
+    unconfirmed_before = _web_metric(stack, "items_publish_unconfirmed_total")
+    progress = [0]
+    killer = _sigkill_when(stack, "rabbitmq", progress, [total // 3])
+    answers = post_all(
+        f"{stack.base_url}/items",
+        _bodies("kill-inflight", total),
+        concurrency=in_flight,
+        on_progress=lambda done: progress.__setitem__(0, done),
+    )
+    killer.join(timeout=30)
+
+    statuses = Counter(a.status for a in answers)
+    assert set(statuses) <= {202, 503}, f"answers other than 202 and 503: {statuses}"
+    refused = [a for a in answers if a.status == 503]
+    assert {a.error for a in refused} <= {"broker_unavailable", "overloaded"}, Counter(a.error for a in refused)
+    assert all(a.headers.get("retry-after") for a in refused)
+    # The kill really caught publishes between frame and confirm (the case this path must get right).
+    assert _web_metric(stack, "items_publish_unconfirmed_total") > unconfirmed_before
+    assert statuses[202] > total // 2, f"the write path did not recover after the broker's restart: {statuses}"
+    _assert_exactly_once(stack, "kill-inflight", answers, unconfirmed=len(refused))
+    stack.wait_healthy("rabbitmq")
+    # And the next POST is accepted on a new connection.
+    assert httpx.post(f"{stack.base_url}/items", json={"name": "after-the-kill"}, timeout=10).status_code == 202
+
+
 @pytest.mark.parametrize("component", ["pgbouncer", "postgres"])
 def test_posts_are_accepted_while_the_database_is_down_and_drain_after(stack, component):
     prefix = f"db-down-{component}"

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.signals import request_finished, request_started
@@ -108,3 +109,27 @@ async def test_concurrent_requests_each_get_a_thread_of_their_own_for_all_their_
     assert by_path["/healthz?hold"] != by_path["/healthz?second"]
     assert by_path["finished"] == by_path["/healthz?hold"] | by_path["/healthz?second"]
     assert len(handler.idle) == 2  # both threads kept for the next requests
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A request thread that counts the calls handed to it: each one is a hop from the loop and back."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.calls = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_a_sync_view_costs_one_hop_to_its_thread_with_the_signals_on_that_same_thread(request_threads):
+    handler = KeptThreadsASGIHandler()
+    executor = CountingExecutor()
+    handler.idle.append(executor)
+    status, body = await get(handler, "/items/not-a-uuid")  # DRF view, 404 before any query
+    assert (status, body["error"]) == (404, "not_found")
+    assert executor.calls == 1  # Django's own handler: four here (each signal, the view, response.close)
+    assert [signal for _, signal, _ in request_threads] == ["started", "finished"]
+    assert {ident for _, _, ident in request_threads} == {thread.ident for thread in executor._threads}
+    assert handler.idle == [executor]

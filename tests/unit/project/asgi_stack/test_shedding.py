@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from project.asgi_stack.pacing import client_connection
-from project.asgi_stack.shedding import LoadShedder, LoadShedding
+from project.asgi_stack.shedding import LoadShedder, LoadShedding, QueueDelay
 
 
 def shed_count(reason: str) -> float:
@@ -99,31 +99,36 @@ async def test_async_over_the_running_limit_a_request_waits_its_turn_on_the_loop
 
 
 @pytest.mark.anyio
-async def test_async_a_request_predicted_to_wait_past_the_budget_is_shed_at_once(one_at_a_time):
+async def test_async_a_request_behind_a_waiter_older_than_the_queue_target_is_shed_at_once(one_at_a_time, settings):
+    settings.SHED_QUEUE_TARGET_MS = 100  # the whole budget (SHED_MAX_QUEUE_TIME_MS) stays 1 s
     entered, release = asyncio.Event(), asyncio.Event()
     app = LoadShedding(held_app(entered, release))
-    app.shedder.limiter.service_s = 5.0  # one running request takes 5 s: the next one would wait past the 1 s budget
     first = asyncio.create_task(_asgi_get(app, "/items"))
     await asyncio.wait_for(entered.wait(), 10)
+    second = asyncio.create_task(_asgi_get(app, "/other"))  # nothing measured yet: it joins the queue
+    await asyncio.sleep(0.15)  # ... and has now waited past the target: the queue stands too long
+    assert not second.done()
     before, started = shed_count("concurrency"), time.perf_counter()
     assert_overloaded_asgi(*await asyncio.wait_for(_asgi_get(app, "/items"), 10))
     assert time.perf_counter() - started < 0.5  # answered, not queued until the budget ran out
     assert shed_count("concurrency") == before + 1
     release.set()
     assert (await asyncio.wait_for(first, 10))[0] == 200
+    assert (await asyncio.wait_for(second, 10))[0] == 200
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("target_ms, queued", [(100, False), (500, True)])
-async def test_async_only_a_request_predicted_to_start_within_the_queue_target_joins_the_queue(
+async def test_async_a_request_joins_the_queue_only_while_its_measured_delay_is_within_the_target(
     one_at_a_time, settings, target_ms, queued
 ):
-    settings.SHED_QUEUE_TARGET_MS = target_ms  # the whole budget (SHED_MAX_QUEUE_TIME_MS) stays 1 s
+    settings.SHED_QUEUE_TARGET_MS = target_ms
     entered, release = asyncio.Event(), asyncio.Event()
     app = LoadShedding(held_app(entered, release))
-    app.shedder.limiter.service_s = 0.3  # the next request is predicted to start in 0.3 s
     first = asyncio.create_task(_asgi_get(app, "/items"))
     await asyncio.wait_for(entered.wait(), 10)
+    app.delay = QueueDelay()
+    app.delay.left(0.3, time.monotonic())  # the requests that just left the queue each waited 0.3 s
     second = asyncio.create_task(_asgi_get(app, "/other"))
     await asyncio.sleep(0.05)
     assert second.done() is not queued
@@ -134,6 +139,25 @@ async def test_async_only_a_request_predicted_to_start_within_the_queue_target_j
     assert (await asyncio.wait_for(first, 10))[0] == 200
     if queued:
         assert (await asyncio.wait_for(second, 10))[0] == 200
+
+
+def test_the_queue_delay_is_the_shortest_wait_of_a_window_so_one_unlucky_request_does_not_make_it():
+    delay = QueueDelay(window_s=0.1)
+    delay.left(0.2, now=10.0)
+    delay.left(0.9, now=10.01)  # one slow outlier among steady 0.2 s waits: a hundred clients in a closed loop
+    delay.left(0.25, now=10.02)
+    assert delay.standing_s(10.05, oldest_age_s=0.0) == 0.2
+    delay.left(0.18, now=10.12)  # the next window: the previous one still counts until this one is whole
+    assert delay.standing_s(10.13, oldest_age_s=0.0) == 0.18
+
+
+def test_the_queue_delay_is_at_least_the_age_of_the_oldest_waiter_and_forgets_a_window_nobody_left():
+    delay = QueueDelay(window_s=0.1)
+    delay.left(0.05, now=10.0)
+    assert delay.standing_s(10.01, oldest_age_s=0.7) == 0.7  # nobody left since it joined: a stalled backend
+    assert delay.standing_s(10.5, oldest_age_s=0.0) == 0.0  # windows with nobody leaving: no stale figure
+    delay.left(0.0, now=10.6)  # a request that found a free slot: no queue stands
+    assert delay.standing_s(10.61, oldest_age_s=0.0) == 0.0
 
 
 def test_the_queue_target_never_exceeds_the_whole_budget(settings):

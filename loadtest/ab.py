@@ -1,0 +1,217 @@
+"""A/B of the write and read paths in one run (issue 16): the same POST and cache-miss GET load against app
+gunicorns that differ in one thing, rounds interleaved, medians and ratios.
+
+    python -m loadtest.ab [--rounds 3] [--post-requests 5000] [--connections 100] [--duration 15]
+                          [--baseline-ref GIT-REF] [--start-stack] [--out DIR]
+
+Servers, each a gunicorn of its own on the native stack's environment (deploy/web/start, the stack's worker
+count), with the response cache off so every GET reaches the database:
+- `write-path`: this checkout (POSTs accepted on the event loop, confirms pipelined);
+- `django-path`: this checkout with WRITE_PATH_ENABLED=0 (every POST through Django, a confirm per request);
+- `baseline`: with --baseline-ref, that commit checked out in a temporary git worktree and served with this
+  checkout's virtualenv: "today's" code for both the POST and the GET figures.
+
+Each round loads every server in turn with `hey -n N -c C -m POST` (the design notes' body), waits until the
+worker has stored them, then loads every server with `wrk -c C -d D` GET /items. The report gives per server the
+median accepted POST/s, POST p99, non-202 answers, GET 2xx/s, GET p99 and 503s, and the ratios to the baseline
+(or to `django-path` without one). After the runs, the lost-write check: every 202 of every run is a row. Exit 1
+if one is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadtest.lostwrite import lost_write_verdict, wait_drained
+from loadtest.parsers import LoadResult, parse_hey, parse_wrk
+from loadtest.runner import RowCounter
+from loadtest.scenarios import hey_command, wrk_command
+from loadtest.servers import Server, start_gunicorn
+from loadtest.stack_env import REPO, Stack, find_stack, stack_is_up, start_stack, stop_stack
+
+BASELINE = "baseline"
+# Every server of the A/B reads from the database on every GET, and none of them is shed by a cache.
+COMMON_ENV = {"RESPONSE_CACHE_ENABLED": "0"}
+
+
+def _start(stack: Stack, name: str, work_dir: Path, extra: dict[str, str], repo: Path = REPO) -> Server:
+    return start_gunicorn(
+        name,
+        "project.asgi:application",
+        base_env=dict(stack.gunicorn_env) or {**stack.env},
+        work_dir=work_dir,
+        extra_env={**COMMON_ENV, **extra},
+        ready_path="/healthz",
+        repo=repo,
+    )
+
+
+def _stop_all(servers: dict[str, Server]) -> None:
+    for server in servers.values():
+        server.stop()
+
+
+def _run(command: list[str], timeout_s: float) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout_s).stdout
+
+
+def _summary(posts: list[LoadResult], gets: list[LoadResult]) -> dict:
+    def median(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return round(statistics.median(present), 1) if present else None
+
+    return {
+        "post_accepted_per_s": median([r.accepted / r.duration_s if r.duration_s else None for r in posts]),
+        "post_accepted_per_s_runs": [round(r.accepted / r.duration_s, 1) if r.duration_s else None for r in posts],
+        "post_p99_ms": median([r.latency_ms.get("p99") for r in posts]),
+        "post_non_202": [r.requests + r.unanswered - r.accepted for r in posts],
+        "get_2xx_per_s": median([_ok_per_s(r) for r in gets]),
+        "get_2xx_per_s_runs": [_ok_per_s(r) for r in gets],
+        "get_p99_ms": median([r.latency_ms.get("p99") for r in gets]),
+        "get_503": [(r.statuses or {}).get("503", 0) for r in gets],
+    }
+
+
+def _ok_per_s(result: LoadResult) -> float | None:
+    if not result.duration_s:
+        return None
+    ok = sum(n for status, n in (result.statuses or {}).items() if status.startswith("2"))
+    return round(ok / result.duration_s, 1)
+
+
+def run(args: argparse.Namespace, out_dir: Path) -> int:
+    stack = find_stack()
+    if stack is None or not stack.database_direct_url:
+        print("ab: no native stack found (make stack, or --start-stack)", file=sys.stderr)
+        return 2
+    count_rows = RowCounter(stack.database_direct_url)
+    servers: dict[str, Server] = {}
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_stop_all, servers)
+        servers["write-path"] = _start(stack, "write path", out_dir / "write-path", {})
+        servers["django-path"] = _start(stack, "django path", out_dir / "django-path", {"WRITE_PATH_ENABLED": "0"})
+        if args.baseline_ref:
+            worktree = Path(tempfile.mkdtemp(prefix="items-baseline-"))
+            subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.baseline_ref], cwd=REPO,
+                           check=True, capture_output=True)  # fmt: skip
+            cleanup.callback(
+                lambda: subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, check=False)
+            )
+            servers[BASELINE] = _start(stack, f"baseline {args.baseline_ref}", out_dir / BASELINE, {}, repo=worktree)
+        rows_before = count_rows()
+        posts: dict[str, list[LoadResult]] = {name: [] for name in servers}
+        gets: dict[str, list[LoadResult]] = {name: [] for name in servers}
+        accepted = unanswered = 0
+        for round_no in range(1, args.rounds + 1):
+            for name, server in servers.items():
+                print(f"ab: round {round_no}/{args.rounds}, POST {name}", file=sys.stderr)
+                hey = hey_command(f"{server.url}/items", requests=args.post_requests, connections=args.connections)
+                posts[name].append(parse_hey(_run(hey, timeout_s=600)))
+                accepted, unanswered = accepted + posts[name][-1].accepted, unanswered + posts[name][-1].unanswered
+            # The worker stores the round's writes before the reads start, so no GET run competes with it.
+            drain = wait_drained(count_rows, expected_at_least=rows_before + accepted, hard_timeout_s=300)
+            for name, server in servers.items():
+                print(f"ab: round {round_no}/{args.rounds}, GET {name}", file=sys.stderr)
+                wrk = wrk_command(f"{server.url}/items", connections=args.connections, duration_s=args.duration)
+                gets[name].append(parse_wrk(_run(wrk, timeout_s=args.duration + 60)))
+        drain = wait_drained(count_rows, expected_at_least=rows_before + accepted, hard_timeout_s=300)
+    verdict = lost_write_verdict(
+        rows_before=rows_before, rows_after=drain.rows, accepted=accepted, unanswered=unanswered
+    )
+    summaries = {name: _summary(posts[name], gets[name]) for name in posts}
+    reference = BASELINE if BASELINE in summaries else "django-path"
+    report = {
+        "rounds": args.rounds,
+        "post": " ".join(hey_command("URL", requests=args.post_requests, connections=args.connections)),
+        "get": " ".join(wrk_command("URL", connections=args.connections, duration_s=args.duration)),
+        "baseline_ref": args.baseline_ref,
+        "servers": summaries,
+        "ratios_to": reference,
+        "ratios": {name: _ratios(summary, summaries[reference]) for name, summary in summaries.items()},
+        "lost_write_check": verdict.to_dict(),
+        "runs": {name: {"post": [r.to_dict() for r in posts[name]], "get": [r.to_dict() for r in gets[name]]}
+                 for name in posts},
+    }  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ab.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "ab.md").write_text(_markdown(report))
+    print(_markdown(report))
+    return 0 if verdict.ok else 1
+
+
+def _ratios(summary: dict, reference: dict) -> dict:
+    """Ratios of the medians, and the median of each round's own ratio (the two servers of a round ran minutes
+    apart, not a day: on a shared machine the steadier figure)."""
+
+    def ratio(key: str) -> float | None:
+        a, b = summary[key], reference[key]
+        return round(a / b, 2) if a and b else None
+
+    def per_round(key: str) -> float | None:
+        pairs = [(a, b) for a, b in zip(summary[key + "_runs"], reference[key + "_runs"], strict=True) if a and b]
+        return round(statistics.median(a / b for a, b in pairs), 2) if pairs else None
+
+    return {
+        "post_accepted_per_s": ratio("post_accepted_per_s"),
+        "get_2xx_per_s": ratio("get_2xx_per_s"),
+        "post_accepted_per_s_by_round": per_round("post_accepted_per_s"),
+        "get_2xx_per_s_by_round": per_round("get_2xx_per_s"),
+    }
+
+
+def _markdown(report: dict) -> str:
+    lines = [
+        f"# A/B, {report['rounds']} rounds interleaved (medians); ratios to `{report['ratios_to']}`",
+        "",
+        f"POST: `{report['post']}`  GET: `{report['get']}`" + (
+            f"  baseline: `{report['baseline_ref']}`" if report["baseline_ref"] else ""),
+        "",
+        "| server | POST accepted/s | ratio (by round) | POST p99 ms | non-202 per run "
+        "| GET 2xx/s | ratio (by round) | GET p99 ms | GET 503 per run |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for name, s in report["servers"].items():
+        r = report["ratios"][name]
+        lines.append(
+            f"| {name} | {s['post_accepted_per_s']} | {r['post_accepted_per_s']} ({r['post_accepted_per_s_by_round']}) "
+            f"| {s['post_p99_ms']} | {s['post_non_202']} | {s['get_2xx_per_s']} | {r['get_2xx_per_s']} "
+            f"({r['get_2xx_per_s_by_round']}) | {s['get_p99_ms']} | {s['get_503']} |"
+        )
+    check = report["lost_write_check"]
+    lines += ["", f"Lost-write check: {'ok' if check['ok'] else 'FAILED'} ({json.dumps(check)})", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.ab", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--post-requests", type=int, default=5000, help="hey -n per POST run (default 5000)")
+    parser.add_argument("--connections", type=int, default=100, help="hey -c and wrk -c (default 100)")
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk GET run (default 15)")
+    parser.add_argument("--baseline-ref", help="also serve this git commit (e.g. the one before a change)")
+    parser.add_argument("--start-stack", action="store_true", help="start the native stack if it is not up")
+    parser.add_argument("--out", type=Path, help="output folder (default loadtest/results/<timestamp>-ab)")
+    args = parser.parse_args(argv)
+    out_dir = args.out or REPO / "loadtest" / "results" / (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-ab")
+    started_here = False
+    if args.start_stack and not stack_is_up():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        start_stack(out_dir / "stack.log")
+        started_here = True
+    try:
+        return run(args, out_dir)
+    finally:
+        if started_here:
+            stop_stack(out_dir / "stack.log")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,11 @@ Entries are `b"<version>\\n<etag>\\n" + body`. A page entry is valid while its v
 which the worker increments after each committed batch: invalidation is one INCR, never a key scan. An item
 never changes once stored, so item entries carry version 0 and are valid until they expire.
 
+With a read replica (project/replica.py) each bump also records the primary's WAL position after the commit
+(`items:version:lsn`, the highest recorded), and a page is built from the replica only once it has replayed that
+position, else from the primary: a page built from a lagging replica is never cached under a version whose rows
+it lacks.
+
 A missing or stale entry is rebuilt by one request holding a short Redis lock; meanwhile the others get the stale
 bytes when there are some, or wait briefly for the new ones, so N concurrent misses cost one database query.
 When Redis fails, reads go to the database and the failure is counted; a short circuit breaker keeps a dead Redis
@@ -23,10 +28,24 @@ import redis.asyncio
 from django.conf import settings
 
 from app import metrics
+from project import replica
 
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "items:version"
+# The primary's WAL position recorded with the bumps (the highest so far; replica.UNKNOWN_LSN when the last bump
+# could not read it): a page of the current version needs a replica that has replayed it.
+VERSION_LSN_KEY = "items:version:lsn"
+# INCR and the LSN in one step, so that a reader's MGET never pairs a version with an older bump's LSN. The highest
+# LSN wins (two workers may bump out of order); an unknown one wins too, until a known one replaces it (read
+# later than the commit that left it unknown, it covers that commit).
+_BUMP_WITH_LSN = """
+local version = redis.call('INCR', KEYS[1])
+local lsn = tonumber(ARGV[1])
+local stored = tonumber(redis.call('GET', KEYS[2]) or '0')
+if lsn < 0 or stored < 0 or lsn > stored then redis.call('SET', KEYS[2], ARGV[1]) end
+return version
+"""
 # How long a rebuilding request may hold the lock; past it another request may rebuild.
 LOCK_TTL_MS = 2000
 # How long a request with nothing to serve waits for the rebuild of another before querying itself
@@ -115,7 +134,12 @@ class _VersionBump:
 
     def incr(self) -> bool:
         try:
-            _redis().incr(VERSION_KEY)
+            # Read now, after every commit this bump stands for (an owed bump's included), not at the commit.
+            lsn = replica.primary_lsn()
+            if lsn is None:
+                _redis().incr(VERSION_KEY)
+            else:
+                _redis().eval(_BUMP_WITH_LSN, 2, VERSION_KEY, VERSION_LSN_KEY, lsn)
         except redis.RedisError as exc:
             metrics.cache_version_bump_failures.inc()
             self.last_error = exc
@@ -176,28 +200,34 @@ def owe_version_bump() -> None:
             _bump.owed, _bump.next_try_at = True, 0.0
 
 
-def get_or_build(key: str, build: Callable[[], bytes | None], *, versioned: bool) -> tuple[str, bytes] | None:
-    """The (etag, body) for `key`, from Redis or from `build()` (None from build: nothing to cache, e.g. 404)."""
+# build(min_lsn): the response bytes (None: nothing to cache, e.g. a 404). min_lsn is the WAL position the data must
+# include to be cached under the version read (None: no requirement, nothing versioned is cached from it).
+Build = Callable[[int | None], bytes | None]
+
+
+def get_or_build(key: str, build: Build, *, versioned: bool) -> tuple[str, bytes] | None:
+    """The (etag, body) for `key`, from Redis or from `build(min_lsn)`."""
     if not enabled():
-        return _built(build())
+        return _built(build(None))
     if breaker.is_open():
         metrics.response_cache_results.labels(result="off").inc()
-        return _built(build())
+        return _built(build(None))
     try:
         return _get_or_build(_redis(), key, build, versioned=versioned)
     except redis.RedisError as exc:
         breaker.trip(exc)
-        return _built(build())
+        return _built(build(None))
 
 
 def _built(body: bytes | None) -> tuple[str, bytes] | None:
     return (etag_for(body), body) if body is not None else None
 
 
-def _get_or_build(client: redis.Redis, key: str, build, *, versioned: bool) -> tuple[str, bytes] | None:
-    raw_version, entry = client.mget(VERSION_KEY, key)
+def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: bool) -> tuple[str, bytes] | None:
+    raw_version, raw_lsn, entry = client.mget(VERSION_KEY, VERSION_LSN_KEY, key)
     # Read before building: if the worker bumps during the build, the entry is born stale, never wrong.
     version = int(raw_version or 0) if versioned else 0
+    min_lsn = int(raw_lsn or 0) if versioned else None
     try:
         decoded = decode(entry) if entry is not None else None
     except ValueError:
@@ -208,7 +238,7 @@ def _get_or_build(client: redis.Redis, key: str, build, *, versioned: bool) -> t
     lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
     if client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS):
         try:
-            fresh = _built(build())
+            fresh = _built(build(min_lsn))
             if fresh is not None:
                 client.set(key, encode(version, *fresh), ex=settings.RESPONSE_CACHE_TTL_S)
             metrics.response_cache_results.labels(result="miss").inc()
@@ -235,7 +265,7 @@ def _get_or_build(client: redis.Redis, key: str, build, *, versioned: bool) -> t
         if lock_gone:
             break
     metrics.response_cache_results.labels(result="miss").inc()
-    return _built(build())
+    return _built(build(min_lsn))  # not cached by us, but Nginx's micro-cache may keep it: as fresh as a rebuild
 
 
 # The fast path keeps what Redis just confirmed fresh for this long in the worker's own memory: at thousands of

@@ -80,8 +80,8 @@ class ItemListCreateApi(APIView):
         token = request.query_params.get("cursor")
         before = cursor_decode(token) if token is not None else None
 
-        def build() -> bytes:
-            items, next_before = item_list(limit=limit, before=before)
+        def build(min_lsn: int | None) -> bytes:
+            items, next_before = item_list(limit=limit, before=before, min_lsn=min_lsn)
             next_url = f"/items?limit={limit}&cursor={cursor_encode(next_before)}" if next_before else None
             return json_bytes({"results": items, "next": next_url})
 
@@ -137,8 +137,8 @@ class ItemDetailApi(APIView):
         except ValueError:
             raise NotFound(f"No item with id {item_id[:80]!r}: item ids are UUIDs.") from None
 
-        def build() -> bytes | None:
-            item = item_get(item_id=parsed_id)
+        def build(min_lsn: int | None) -> bytes | None:
+            item = item_get(item_id=parsed_id)  # an item never changes: any copy that has it is current
             return json_bytes(item) if item is not None else None
 
         # Stored items never change: their entries need no version.

@@ -144,6 +144,7 @@ def render_markdown(results: dict) -> str:
             for k in ("rps_ratio", "p50_ms_ratio", "p99_ms_ratio")
         ]
         lines.append(f"| {ratio['name']} | {' | '.join(cells)} | {ratio['meaning']} |")
+    lines += _read_share_section(scenarios)
     lines += _overload_section(scenarios)
     lines += _writes_section(results) + _sweep_section(results)
     if results.get("notes"):
@@ -345,6 +346,27 @@ def _overload_section(scenarios: dict[str, dict]) -> list[str]:
         "499 = requests Nginx saw the client give up on: wrk's 10 s timeout, or requests still in flight when wrk "
         "stopped at its deadline. RSS = the app workers' resident memory summed, sampled every second.",
     ]
+    return lines
+
+
+def _read_share_section(scenarios: dict[str, dict]) -> list[str]:
+    """Where the reads of the read-replica pair went (items_db_reads_total of their gunicorn, per run)."""
+    rows = [(name, entry) for name, entry in scenarios.items() if any(r.get("db_reads") for r in entry.get("runs", []))]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Reads by database (items_db_reads_total of each gunicorn, per run)",
+        "",
+        "| scenario | primary share (median) | per run: primary / replica reads |",
+        "|---|---:|---|",
+    ]
+    for name, entry in rows:
+        share = (entry.get("median") or {}).get("primary_read_share")
+        runs = "; ".join(
+            f"{r['db_reads']['primary']:,} / {r['db_reads']['replica']:,}" for r in entry["runs"] if r.get("db_reads")
+        )
+        lines.append(f"| {name} | {'-' if share is None else f'{share:.1%}'} | {runs} |")
     return lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import shlex
 import statistics
@@ -12,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from loadtest.lostwrite import lost_write_verdict, wait_drained
 from loadtest.parsers import LoadResult, ParseError, parse_hey, parse_proxy_log, parse_wrk
-from loadtest.scenarios import SCENARIOS, Plan, Scenario, command_for, wrk_command
-from loadtest.servers import Server, rss_bytes, worker_pids
+from loadtest.scenarios import READ_SHARE_TARGETS, SCENARIOS, Plan, Scenario, command_for, wrk_command
+from loadtest.servers import Server, http_get, rss_bytes, worker_pids
 
 # Seconds of slack over a run's own duration before the tool is killed: every run is bounded in time.
 RUN_TIMEOUT_SLACK_S = 60
@@ -219,6 +221,38 @@ def rss_summary(samples: list[tuple[float, int]], workers_seen: int) -> dict:
     }
 
 
+def db_reads(metrics_text: str) -> dict[str, float]:
+    """items_db_reads_total by database from a /metrics page (summed over its workers)."""
+    reads: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("items_db_reads_total{"):
+            labels, value = line.rsplit(" ", 1)
+            database = labels.split('database="', 1)[1].split('"', 1)[0]
+            reads[database] = reads.get(database, 0.0) + float(value)
+    return reads
+
+
+def read_split(before: dict[str, float], after: dict[str, float]) -> dict:
+    """The reads of one run by database, and the primary's share of them."""
+    primary = after.get("primary", 0.0) - before.get("primary", 0.0)
+    on_replica = after.get("replica", 0.0) - before.get("replica", 0.0)
+    total = primary + on_replica
+    return {
+        "primary": int(primary),
+        "replica": int(on_replica),
+        "primary_share": round(primary / total, 4) if total else None,
+    }
+
+
+def _db_reads_of(base_url: str) -> dict[str, float] | None:
+    parts = urlsplit(base_url)
+    try:
+        status, _, body = http_get(parts.hostname or "127.0.0.1", parts.port or 80, "/metrics", timeout_s=10)
+    except (OSError, http.client.HTTPException):
+        return None
+    return db_reads(body.decode()) if status == 200 else None
+
+
 def run_scenario_once(ctx: Context, scenario: Scenario, run: int) -> dict:
     url = ctx.urls[scenario.target] + "/items"
     argv = command_for(scenario, url, ctx.plan)
@@ -228,6 +262,7 @@ def run_scenario_once(ctx: Context, scenario: Scenario, run: int) -> dict:
     front = ctx.fronts.get(scenario.target)
     log_offset = front[0].stat().st_size if front and front[0].exists() else 0
     sampler = RssSampler(front[1]) if front else None
+    reads_before = _db_reads_of(ctx.urls[scenario.target]) if scenario.target in READ_SHARE_TARGETS else None
     started = time.monotonic()
     record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result, error = run_tool(
@@ -235,6 +270,9 @@ def run_scenario_once(ctx: Context, scenario: Scenario, run: int) -> dict:
     )
     record["result"] = result.to_dict() if result else None
     record["error"] = error
+    if reads_before is not None:
+        reads_after = _db_reads_of(ctx.urls[scenario.target])
+        record["db_reads"] = read_split(reads_before, reads_after) if reads_after is not None else None
     if front and sampler:
         record["rss"] = sampler.stop()
         # wrk has exited; Nginx logs a request when its answer is sent (or when the client went away: 499).
@@ -321,6 +359,13 @@ def run_all(ctx: Context, names: list[str]) -> dict[str, dict]:
         ingest = [value for value in ingest if value]
         if ingest:
             entry["median"]["ingest_rows_per_s"] = round(statistics.median(ingest), 1)
+        shares = [
+            r["db_reads"]["primary_share"]
+            for r in entry["runs"]
+            if (r.get("db_reads") or {}).get("primary_share") is not None
+        ]
+        if shares:
+            entry["median"]["primary_read_share"] = round(statistics.median(shares), 4)
         results[name] = entry
     for name, reason in ctx.skipped.items():
         if name in names:

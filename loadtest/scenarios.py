@@ -21,8 +21,9 @@ class Scenario:
     name: str
     tool: str  # "wrk" | "hey"
     # Which server it loads: "base" (Nginx of the stack or --base-url), "app" (gunicorn, --app-url), "miss" (a
-    # second app gunicorn with RESPONSE_CACHE_ENABLED=0), "miss-front" / "noshed-front" (a pass-through Nginx
-    # in front of that one, or of a third with LOAD_SHEDDING_ENABLED=0), "static" / "asgi" (the baselines).
+    # second app gunicorn with RESPONSE_CACHE_ENABLED=0), "miss-primary" (the same without the replica),
+    # "miss-front" / "noshed-front" (a pass-through Nginx in front of "miss", or of a third with
+    # LOAD_SHEDDING_ENABLED=0), "static" / "asgi" (the baselines).
     target: str
     summary: str
     script: str = "report.lua"
@@ -36,6 +37,14 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("get-nginx-hit", "wrk", "base", "GET /items through Nginx; its 1 s micro-cache answers"),
         Scenario("get-app-hit", "wrk", "app", "GET /items straight to gunicorn (app response cache on)"),
         Scenario("get-app-miss", "wrk", "miss", "GET /items to a second gunicorn with RESPONSE_CACHE_ENABLED=0"),
+        # The read-replica pair (issue 19): the same cache-miss GETs, reads on the stack's streaming replica
+        # (get-app-miss, the stack's REPLICA_DATABASE_URL) or all on the primary (REPLICA_DATABASE_URL empty).
+        Scenario(
+            "get-app-miss-primary",
+            "wrk",
+            "miss-primary",
+            "the same as get-app-miss with REPLICA_DATABASE_URL empty: every read on the primary",
+        ),
         Scenario(
             "post-accept", "hey", "base", "hey POST /items with the design-notes JSON body, through Nginx", writes=True
         ),
@@ -127,7 +136,14 @@ RATIOS = [
     ("get-nginx-hit", "baseline-nginx-static", "what the micro-cache path costs over Nginx serving a file"),
     ("get-app-hit", "baseline-asgi", "what Django and the app add over a bare ASGI app under the same gunicorn"),
     ("get-app-hit", "get-app-miss", "what the app response cache buys (> 1: cached reads are faster)"),
+    (
+        "get-app-miss",
+        "get-app-miss-primary",
+        "cache-miss reads on the replica over all on the primary (one host: both servers share its cores)",
+    ),
 ]
+# Targets whose gunicorn counts its reads by database (items_db_reads_total): each run records the split.
+READ_SHARE_TARGETS = ("miss", "miss-primary")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from loadtest.scenarios import FRONT_TARGETS, SCENARIOS, Plan
 from loadtest.servers import Server, count_recycles, http_get, start_gunicorn, start_proxy_nginx, start_static_nginx
 from loadtest.stack_env import Stack, find_stack, redact
 
-APP_SCENARIOS = {name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "noshed", *FRONT_TARGETS)}
+APP_SCENARIOS = {
+    name for name, s in SCENARIOS.items() if s.target in ("app", "miss", "miss-primary", "noshed", *FRONT_TARGETS)
+}
 
 
 class Fatal(Exception):
@@ -168,6 +170,15 @@ def start_helpers(
         progress.update("starting the second app gunicorn (RESPONSE_CACHE_ENABLED=0)")
         urls["miss"] = _start_app(
             setup, servers, "cache off", out_dir / "app-miss", extra_env={"RESPONSE_CACHE_ENABLED": "0", **app_env}
+        )
+    if _needed_here(setup, wanted, ("miss-primary",), "its gunicorn"):
+        progress.update("starting the app gunicorn without the replica (REPLICA_DATABASE_URL empty)")
+        urls["miss-primary"] = _start_app(
+            setup,
+            servers,
+            "cache off, no replica",
+            out_dir / "app-miss-primary",
+            extra_env={**app_env, "RESPONSE_CACHE_ENABLED": "0", "REPLICA_DATABASE_URL": ""},
         )
     if _needed_here(setup, wanted, ("noshed-front",), "its gunicorn"):
         progress.update("starting the app gunicorn without load shedding (LOAD_SHEDDING_ENABLED=0)")

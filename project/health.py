@@ -1,5 +1,8 @@
 """Liveness (/healthz: touches nothing) and readiness (/readyz: one timed check per configured dependency).
 
+The streaming replica, when configured, is reported (up, lag, where reads go) but never makes /readyz a 503:
+without it reads go to the primary, and the service is as ready as it was before it had one.
+
 /readyz is cheap on purpose, since anyone can ask: one run of the checks per process at a time, its answer kept
 for READYZ_CACHE_S, and the broker checked over a connection kept between runs. Its body names what is down and
 how long each check took, never why: error messages carry internal addresses, so they go to the log.
@@ -21,6 +24,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 from kombu import Connection
 
+from project import replica
 from project.errors import JSON_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -49,6 +53,16 @@ def _check_database() -> None:
             cursor.fetchone()
     finally:
         connection.close()
+
+
+def _check_replica() -> dict:
+    """A health sample taken now (it also refreshes this process's routing), and what it means for reads."""
+    sample = replica.health.take_sample()
+    lag_s = None if sample.lag_s is None else round(sample.lag_s, 3)
+    serving = sample.up and lag_s is not None and lag_s <= settings.REPLICA_MAX_LAG_S
+    if not sample.up:
+        raise RuntimeError("replica unavailable")
+    return {"lag_s": lag_s, "max_lag_s": settings.REPLICA_MAX_LAG_S, "reads": "replica" if serving else "primary"}
 
 
 def _write_and_read(alias: str) -> None:
@@ -84,8 +98,17 @@ class _KeptBroker:
 _check_broker = _KeptBroker()
 
 
-def configured_checks() -> dict[str, Callable[[], None]]:
-    checks: dict[str, Callable[[], None]] = {"database": _check_database, "cache": lambda: _write_and_read("default")}
+# Reported, but not a reason to answer 503 (see the module's docstring).
+OPTIONAL_CHECKS = frozenset({"replica"})
+
+
+def configured_checks() -> dict[str, Callable[[], dict | None]]:
+    checks: dict[str, Callable[[], dict | None]] = {
+        "database": _check_database,
+        "cache": lambda: _write_and_read("default"),
+    }
+    if replica.configured():
+        checks["replica"] = _check_replica
     if settings.STATE_REDIS_URL != settings.REDIS_URL or not settings.REDIS_URL:
         checks["state"] = lambda: _write_and_read("state")
     if settings.BROKER_URL:  # the embedded default runs tasks in-process: there is no broker to check
@@ -93,11 +116,11 @@ def configured_checks() -> dict[str, Callable[[], None]]:
     return checks
 
 
-async def _timed(name: str, check: Callable[[], None], timeout_s: float) -> dict:
+async def _timed(name: str, check: Callable[[], dict | None], timeout_s: float) -> dict:
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), timeout_s)
-        result: dict = {"ok": True}
+        details = await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), timeout_s)
+        result: dict = {"ok": True, **(details or {})}
     except TimeoutError:
         logger.warning("readiness: %s gave no answer within %g s", name, timeout_s)
         result = {"ok": False, "error": f"no answer within {timeout_s:g} s"}
@@ -127,7 +150,9 @@ class _Readiness:
         timeout_s = settings.READYZ_TIMEOUT_S
         results = await asyncio.gather(*(_timed(name, check, timeout_s) for name, check in checks.items()))
         by_name = dict(zip(checks, results, strict=True))
-        down = [name for name, result in by_name.items() if not result["ok"]]
+        if "replica" in by_name and not by_name["replica"]["ok"]:
+            by_name["replica"]["reads"] = "primary"
+        down = [name for name, result in by_name.items() if not result["ok"] and name not in OPTIONAL_CHECKS]
         body = {"status": "unavailable" if down else "ok", "checks": by_name}
         if down:
             body["error"] = "not_ready"

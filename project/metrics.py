@@ -34,3 +34,25 @@ shed_paced_total = Counter(
 ratelimit_fail_open_total = Counter(
     "items_ratelimit_fail_open_total", "Rate-limit checks let through because the counter store was unreachable."
 )
+
+# --- Reads on the replica (project/replica.py) -------------------------------------------------------------------
+db_reads_total = Counter(
+    "items_db_reads_total",
+    "API reads (pages, items) by the database that answered them: primary or replica.",
+    ["database"],
+)
+replica_fallback_total = Counter(
+    "items_replica_fallback_total",
+    "Reads sent to the primary although a replica is configured, by reason: unavailable, lagging (past "
+    "REPLICA_MAX_LAG_S), behind (the cached version's commit not replayed in time), error (failed on the replica, "
+    "retried on the primary).",
+    ["reason"],
+)
+# Per process, from its last health sample; the worst of the live workers. (No "up" gauge: an unlabelled one
+# would read 0 in every deployment without a replica; items_replica_fallback_total{reason="unavailable"} says it.)
+replica_lag_seconds = Gauge(
+    "items_replica_lag_seconds",
+    "How far the replica's replay is behind the primary, in seconds (LSN-based: 0 once it has replayed all the "
+    "primary had written at the last sample).",
+    multiprocess_mode="livemax",
+)

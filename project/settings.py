@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from project.env import (
     database_from_url,
     env_bool,
@@ -122,6 +124,27 @@ else:
         },
     }
 DATABASES = {"default": _db}
+
+# The streaming replica, for API reads (project/replica.py, docs/decisions/010-read-replica.md): empty, every read
+# on the primary. Its own PgBouncer entry (items_ro) and the same connection settings as the primary's.
+REPLICA_DATABASE_URL = env_str("REPLICA_DATABASE_URL")
+# Past this lag reads go to the primary until the replica catches up. It bounds how stale an uncached read may be;
+# cached pages are never staler than the version they are cached under (the commit LSN check in app/cache.py).
+REPLICA_MAX_LAG_S = env_float("REPLICA_MAX_LAG_S", 5.0, minimum=0.0)
+if REPLICA_DATABASE_URL:
+    if not DATABASE_URL:
+        raise ImproperlyConfigured(
+            "REPLICA_DATABASE_URL is set but DATABASE_URL is not: a replica needs its PostgreSQL primary."
+        )
+    DATABASES["replica"] = {
+        **database_from_url("REPLICA_DATABASE_URL", REPLICA_DATABASE_URL),
+        **{key: _db[key] for key in ("CONN_MAX_AGE", "DISABLE_SERVER_SIDE_CURSORS", "OPTIONS")},
+        # Django's test runner must not create a second test database: the replica is the primary's copy.
+        "TEST": {"MIRROR": "default"},
+    }
+# Writes and migrations on the primary, reads on the replica while it is healthy (a router of our own: decision 010
+# says why not a library). Without a replica it sends everything to the primary.
+DATABASE_ROUTERS = ["project.replica.PrimaryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # ------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ def cmd_up(stack: Stack) -> int:
     (cfg.run / "supervisor.state").unlink(missing_ok=True)
     prepare.render_config(cfg)
     prepare.init_postgres(cfg)
+    prepare.init_replica_dir(cfg)
     prepare.write_env_file(cfg)
 
     with open(cfg.log / "supervisor.log", "ab") as log:

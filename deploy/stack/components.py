@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.stack.config import DEPLOY, REPO, VENV_BIN, Config
+from deploy.stack.config import DEPLOY, REPLICA_SLOT, REPO, VENV_BIN, Config
 from deploy.stack.logs import logged_since_start
 from deploy.stack.prepare import create_database
 
@@ -19,6 +19,7 @@ from deploy.stack.prepare import create_database
 WEB_START = DEPLOY / "web" / "start"
 WORKER_START = DEPLOY / "worker" / "start"
 MIGRATE_START = DEPLOY / "migrate" / "start"
+REPLICA_START = DEPLOY / "postgres" / "replica-start"
 
 
 @dataclass
@@ -79,6 +80,8 @@ def build(cfg: Config) -> list[Component]:
     """Every component in dependency order: each starts only once the ones before it are healthy."""
     ports, binary, conf, data = cfg.ports, cfg.binary, cfg.conf, cfg.data
     pg, bouncer, redis = ports["STACK_PG_PORT"], ports["STACK_PGBOUNCER_PORT"], ports["STACK_REDIS_PORT"]
+    replica = ports["STACK_PG_REPLICA_PORT"]
+    pg_bin_dir = os.path.dirname(binary("postgres"))
     redis_state = ports["STACK_REDIS_STATE_PORT"]
     amqp, epmd, web = ports["STACK_AMQP_PORT"], ports["STACK_EPMD_PORT"], ports["STACK_WEB_PORT"]
     http_, worker_metrics = ports["STACK_HTTP_PORT"], ports["STACK_WORKER_METRICS_PORT"]
@@ -96,6 +99,29 @@ def build(cfg: Config) -> list[Component]:
             as_service_user=True,
             stop_signal=signal.SIGINT,  # "fast" shutdown; SIGTERM ("smart") waits for PgBouncer's idle connections
             after_healthy=lambda: create_database(cfg),
+        ),
+        Component(
+            name="postgres-replica",
+            # The same config files as the primary, on its own port: a hot standby streaming from the slot.
+            argv=[str(REPLICA_START), "-c", postgres_conf, "-c", postgres_hba, "-c", f"port={replica}"],
+            healthy=lambda: pg_ready(cfg, replica),
+            address=f"127.0.0.1:{replica} (streaming replica; REPLICA_DATABASE_URL via PgBouncer's items_ro)",
+            env={
+                # Debian keeps pg_basebackup and postgres out of PATH: the primary's own directory first.
+                "PATH": ":".join(filter(None, [pg_bin_dir, os.environ.get("PATH", "/usr/bin:/bin")])),
+                # A directory below one the service account owns (prepare.init_replica_dir): the base backup
+                # goes to PGDATA.partial beside it first.
+                "PGDATA": str(data / "postgres-replica" / "pgdata"),
+                "PRIMARY_HOST": "127.0.0.1",
+                "PRIMARY_PORT": str(pg),
+                "POSTGRES_USER": cfg.pg_user,
+                "POSTGRES_PASSWORD": cfg.pg_password,
+                "REPLICATION_SLOT": REPLICA_SLOT,
+            },
+            cwd=data / "postgres-replica",
+            as_service_user=True,
+            stop_signal=signal.SIGINT,
+            start_timeout_s=120,  # the first start copies the primary
         ),
         Component(
             name="pgbouncer",

@@ -15,10 +15,15 @@ VENV_BIN = REPO / ".venv" / "bin"
 CHILD_MARK = "ITEMS_STACK_CHILD"
 # PostgreSQL and PgBouncer refuse to run as root; when we are root they run as this account.
 SERVICE_USER = "postgres"
+# PgBouncer's database entry for the replica (deploy/pgbouncer/pgbouncer.ini), and the primary's replication slot
+# the replica streams from (deploy/postgres/replica-start).
+REPLICA_PGBOUNCER_DB = "items_ro"
+REPLICA_SLOT = "items_replica"
 
 PORT_DEFAULTS = {  # far from the standard ports, so a system-wide service never clashes
     "STACK_HTTP_PORT": 8080,
     "STACK_PG_PORT": 55432,
+    "STACK_PG_REPLICA_PORT": 55433,  # the streaming replica (read-only; the app reaches it through PgBouncer)
     "STACK_PGBOUNCER_PORT": 56432,
     "STACK_REDIS_PORT": 56379,
     "STACK_REDIS_STATE_PORT": 56380,  # the state Redis: idempotency records and rate-limit counters, noeviction
@@ -58,6 +63,9 @@ class Config:
     ratelimit_allowlist: str
     microcache_ttl: str
     trusted_front: str  # NGINX_TRUSTED_FRONT: CIDRs whose X-Forwarded-For/-Proto Nginx believes (empty: none)
+    # STACK_REPLICA_READS=0: the replica still runs, but the app reads on the primary (REPLICA_DATABASE_URL empty),
+    # as before it had one; for comparisons, e.g. loadtest.visibility with and without.
+    replica_reads: bool = True
 
     def binary(self, name: str) -> str:
         """The path of a server binary; its bare name when it is not installed (`up` checks them all first)."""
@@ -82,6 +90,7 @@ class Config:
             # The micro-cache TTL bounds how stale a reader can be; Nginx time syntax (1s, 500ms).
             microcache_ttl=environ.get("NGINX_MICROCACHE_TTL", "1s"),
             trusted_front=environ.get("NGINX_TRUSTED_FRONT", ""),
+            replica_reads=environ.get("STACK_REPLICA_READS", "1") != "0",
         )
 
     @property
@@ -104,9 +113,9 @@ class Config:
     def mq_node(self) -> str:
         return f"items-stack-{self.ports['STACK_AMQP_PORT']}@localhost"
 
-    def database_url(self, port_name: str) -> str:
+    def database_url(self, port_name: str, dbname: str | None = None) -> str:
         user, password = quote(self.pg_user, safe=""), quote(self.pg_password, safe="")
-        return f"postgres://{user}:{password}@127.0.0.1:{self.ports[port_name]}/{quote(self.pg_db)}"
+        return f"postgres://{user}:{password}@127.0.0.1:{self.ports[port_name]}/{quote(dbname or self.pg_db)}"
 
     def broker_url(self) -> str:
         user, password = quote(self.mq_user, safe=""), quote(self.mq_password, safe="")
@@ -121,6 +130,10 @@ def app_env(cfg: Config) -> dict[str, str]:
         "DEBUG": "0",
         "ALLOWED_HOSTS": "localhost,127.0.0.1",
         "DATABASE_URL": cfg.database_url("STACK_PGBOUNCER_PORT"),  # through PgBouncer, always
+        # The streaming replica, through PgBouncer's items_ro entry (deploy/pgbouncer/pgbouncer.ini): API reads.
+        "REPLICA_DATABASE_URL": cfg.database_url("STACK_PGBOUNCER_PORT", REPLICA_PGBOUNCER_DB)
+        if cfg.replica_reads
+        else "",
         "REDIS_URL": f"redis://127.0.0.1:{cfg.ports['STACK_REDIS_PORT']}/0",
         "STATE_REDIS_URL": f"redis://127.0.0.1:{cfg.ports['STACK_REDIS_STATE_PORT']}/0",
         "BROKER_URL": cfg.broker_url(),

@@ -46,6 +46,9 @@ def template_values(cfg: Config) -> dict[str, str]:
         "POSTGRES_SOCKET_DIR": "",
         "POSTGRES_HOST": "127.0.0.1",
         "POSTGRES_USER": cfg.pg_user,
+        "POSTGRES_DB": cfg.pg_db,
+        "POSTGRES_REPLICA_HOST": "127.0.0.1",
+        "POSTGRES_REPLICA_PORT": str(ports["STACK_PG_REPLICA_PORT"]),
         "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
         "PGBOUNCER_PORT": str(ports["STACK_PGBOUNCER_PORT"]),
         "PGBOUNCER_AUTH_FILE": str(cfg.conf / "pgbouncer/userlist.txt"),
@@ -158,6 +161,14 @@ def init_postgres(cfg: Config) -> None:
         pwfile.unlink(missing_ok=True)
 
 
+def init_replica_dir(cfg: Config) -> None:
+    """The replica's directory, owned by the service account: deploy/postgres/replica-start makes its data dir
+    (pgdata) there with pg_basebackup on its first start, once the primary answers."""
+    directory = cfg.data / "postgres-replica"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    chown_to_service_user(directory)
+
+
 def create_database(cfg: Config) -> str | None:
     """CREATE DATABASE once PostgreSQL answers (an existing one is fine); an error message, or None."""
     if cfg.pg_db == "postgres":
@@ -180,6 +191,7 @@ def write_env_file(cfg: Config) -> None:
         "STACK_HTTP_URL": f"http://127.0.0.1:{ports['STACK_HTTP_PORT']}",
         "STACK_WEB_URL": f"http://127.0.0.1:{ports['STACK_WEB_PORT']}",
         "DATABASE_DIRECT_URL": cfg.database_url("STACK_PG_PORT"),
+        "REPLICA_DIRECT_URL": cfg.database_url("STACK_PG_REPLICA_PORT"),
         "STACK_PG_BIN": str(Path(cfg.binaries.get("psql") or "psql").parent),
         "POSTGRES_USER": cfg.pg_user,
         "POSTGRES_PASSWORD": cfg.pg_password,

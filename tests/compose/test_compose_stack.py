@@ -100,7 +100,17 @@ def compose():
 
 def test_every_service_is_healthy_and_one_shots_succeeded(compose):
     services = compose.services()
-    expected = {"postgres", "pgbouncer", "redis", "redis-state", "rabbitmq", "web", "worker", "nginx"}
+    expected = {
+        "postgres",
+        "postgres-replica",
+        "pgbouncer",
+        "redis",
+        "redis-state",
+        "rabbitmq",
+        "web",
+        "worker",
+        "nginx",
+    }
     assert {s["Service"] for s in services} >= expected
     for service in services:
         if service["Service"] in ONE_SHOTS:
@@ -130,6 +140,18 @@ def test_post_then_get_through_nginx(compose):
     assert compose.psql(f"SELECT name FROM items WHERE id = '{item_id}'") == name
     listing = httpx.get(f"{compose.url}/items", params={"limit": 100})
     assert listing.status_code == 200 and item_id in {i["id"] for i in listing.json()["results"]}
+
+
+def test_the_replica_streams_from_its_slot_and_serves_the_reads(compose):
+    assert compose.psql("SELECT slot_name || ':' || active FROM pg_replication_slots") == "items_replica:true"
+    assert compose.psql("SELECT state FROM pg_stat_replication") == "streaming"
+
+    def replica_check() -> dict | None:
+        check = httpx.get(f"{compose.url}/readyz").json()["checks"].get("replica")
+        return check if check and check["ok"] and check["reads"] == "replica" else None
+
+    check = wait_until(replica_check, 30, "/readyz to report the replica serving reads")
+    assert 0 <= check["lag_s"] <= check["max_lag_s"]
 
 
 def test_idempotency_keys_live_in_the_redis_that_never_evicts(compose):

@@ -144,6 +144,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         **{name: str(number) for name, number in ports.items()},
         "RATELIMIT_ALLOWLIST": os.environ.get("RATELIMIT_ALLOWLIST", "127.0.0.1/32"),
         "WEB_CONCURRENCY": "2",  # several workers, whatever the core count: /metrics must sum them all
+        # Short, so that tests/integration/test_read_replica.py sees a paused replica past it in seconds.
+        "REPLICA_MAX_LAG_S": "2",
     }
     stack = Stack(
         stack_dir=state_dir,

@@ -119,7 +119,7 @@ def test_health_schema_and_docs_are_served(api):
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz").json()
     assert ready["status"] == "ok"
-    assert set(ready["checks"]) == {"database", "cache", "state", "broker"}
+    assert set(ready["checks"]) == {"database", "cache", "state", "broker", "replica"}
     assert api.get("/schema", headers={"Accept": "application/json"}).json()["openapi"].startswith("3.")
     docs = api.get("/docs")
     assert docs.status_code == 200

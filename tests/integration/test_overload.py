@@ -134,13 +134,14 @@ def test_posts_meet_a_growing_delay_then_503_queue_full_while_the_worker_is_down
 @pytest.fixture
 def one_slot_web(stack, tmp_path: Path):
     """One request running at a time, a 100 ms wait budget and no response cache, so every GET reaches
-    PostgreSQL."""
+    PostgreSQL: the primary, which the test stalls (no replica: its reads would not wait on the primary's lock)."""
     env = {
         "SHED_LIMIT_MIN": "1",
         "SHED_LIMIT_INITIAL": "1",
         "SHED_LIMIT_MAX": "1",
         "SHED_MAX_QUEUE_TIME_MS": "100",
         "RESPONSE_CACHE_ENABLED": "0",
+        "REPLICA_DATABASE_URL": "",
     }
     with second_web(stack, tmp_path, "web with one slot", env) as url:
         yield url

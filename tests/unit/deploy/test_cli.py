@@ -72,5 +72,8 @@ def test_stop_on_a_stack_that_is_not_up_is_refused(tmp_path):
 def test_starting_an_unknown_component_is_refused_naming_the_ones_there_are(tmp_path):
     result = stack("start", "mysql", STACK_DIR=str(tmp_path))
     assert result.returncode == 1
-    expected = "unknown component 'mysql'; one of: postgres, pgbouncer, redis, redis-state, epmd, rabbitmq, gunicorn"
+    expected = (
+        "unknown component 'mysql'; one of: "
+        "postgres, postgres-replica, pgbouncer, redis, redis-state, epmd, rabbitmq, gunicorn"
+    )
     assert expected in result.stderr

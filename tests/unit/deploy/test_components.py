@@ -27,6 +27,7 @@ def test_components_start_in_dependency_order_and_only_migrate_runs_once(tmp_pat
     table = components.build(config(tmp_path))
     assert [c.name for c in table] == [
         "postgres",
+        "postgres-replica",
         "pgbouncer",
         "redis",
         "redis-state",
@@ -92,3 +93,17 @@ def test_each_start_script_is_strict_shell_ending_in_exec(script):
 def test_the_worker_pool_size_is_left_to_the_one_setting():
     # CELERY_WORKER_CONCURRENCY in project/settings.py; a --concurrency here would make a second value.
     assert "--concurrency" not in (REPO / "deploy/worker/start").read_text()
+
+
+def test_the_replica_is_a_base_backup_streaming_from_its_slot_and_the_app_reads_through_items_ro(tmp_path):
+    cfg = config(tmp_path, STACK_PG_PORT="41010", STACK_PG_REPLICA_PORT="41012", STACK_PGBOUNCER_PORT="41011")
+    replica = by_name(cfg)["postgres-replica"]
+    assert replica.argv[0] == str(REPO / "deploy/postgres/replica-start")
+    assert replica.argv[-2:] == ["-c", "port=41012"]
+    assert (replica.env["PRIMARY_PORT"], replica.env["REPLICATION_SLOT"]) == ("41010", "items_replica")
+    assert replica.as_service_user and replica.stop_signal == signal.SIGINT
+    cfg.conf.mkdir(parents=True)
+    (cfg.conf / "secret_key").write_text("k\n")
+    assert app_env(cfg)["REPLICA_DATABASE_URL"].endswith(":41011/items_ro")  # PgBouncer's entry for it
+    without = config(tmp_path, STACK_REPLICA_READS="0")
+    assert app_env(without)["REPLICA_DATABASE_URL"] == ""  # the replica runs; the app reads on the primary

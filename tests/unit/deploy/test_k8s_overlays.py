@@ -501,6 +501,7 @@ def labels(component_name):
 
 DB = {"cnpg.io/cluster": "items-db", "cnpg.io/podRole": "instance"}
 POOLER = {"cnpg.io/cluster": "items-db", "cnpg.io/poolerName": "items-db-pooler-rw", "cnpg.io/podRole": "pooler"}
+POOLER_RO = {**POOLER, "cnpg.io/poolerName": "items-db-pooler-ro"}
 MQ = {"app.kubernetes.io/name": "items-mq", "app.kubernetes.io/component": "rabbitmq"}
 
 
@@ -523,7 +524,13 @@ def test_only_nginx_is_reachable_from_outside(manifests):
 def test_the_database_is_reachable_only_from_web_worker_and_migrate(manifests):
     for docs in manifests.values():
         assert sources(docs, POOLER, 5432) == {"Deployment items-web", "Deployment items-worker"}
-        assert sources(docs, DB, 5432) == {"Pooler items-db-pooler-rw", "Job items-migrate", "Cluster items-db"}
+        assert sources(docs, POOLER_RO, 5432) == {"Deployment items-web"}  # reads only
+        assert sources(docs, DB, 5432) == {
+            "Pooler items-db-pooler-rw",
+            "Pooler items-db-pooler-ro",
+            "Job items-migrate",
+            "Cluster items-db",
+        }
 
 
 def test_metrics_are_reachable_only_from_the_monitoring_namespace(manifests):
@@ -535,6 +542,7 @@ def test_metrics_are_reachable_only_from_the_monitoring_namespace(manifests):
         assert sources(docs, labels("redis-state"), 9121) == {"namespace monitoring"}
         assert sources(docs, DB, 9187) == {"namespace monitoring"}
         assert sources(docs, POOLER, 9127) == {"namespace monitoring"}
+        assert sources(docs, POOLER_RO, 9127) == {"namespace monitoring"}
         assert sources(docs, MQ, 15692) == {"namespace monitoring"}
 
 
@@ -576,6 +584,18 @@ def test_prometheus_scrapes_web_worker_and_every_exporter_on_a_declared_port(man
 
 
 # --- the stateful parts ---------------------------------------------------------------------------------------
+
+
+def test_reads_go_to_the_replicas_pooler_in_production_and_to_the_primary_in_dev(manifests):
+    for overlay, docs in manifests.items():
+        pooler = one(docs, "Pooler", "items-db-pooler-ro")["spec"]
+        assert (pooler["type"], pooler["pgbouncer"]["poolMode"]) == ("ro", "transaction")
+        config = {}
+        for doc in find(docs, "ConfigMap"):
+            if checks.name_of(doc).startswith("items-config"):
+                config = doc["data"]
+        expected = "" if overlay == "dev" else "postgres://items@items-db-pooler-ro:5432/items"
+        assert config["REPLICA_DATABASE_URL"] == expected, overlay
 
 
 def test_postgres_is_an_operator_cluster_behind_a_transaction_pooler(manifests):

@@ -82,6 +82,16 @@ def test_the_env_file_tells_other_tools_how_to_reach_the_stack(tmp_path):
     assert mode(env_file) == 0o600
 
 
+def test_pgbouncer_sends_items_ro_to_the_replica_and_every_other_database_to_the_primary(tmp_path):
+    cfg = config(tmp_path, STACK_PG_PORT="41432", STACK_PG_REPLICA_PORT="41433")
+    prepare.render_config(cfg)
+    databases = (cfg.conf / "pgbouncer/pgbouncer.ini").read_text().split("[databases]")[1].split("[pgbouncer]")[0]
+    entries = [line for line in databases.splitlines() if line and not line.startswith(";")]
+    assert entries == ["items_ro = host=127.0.0.1 port=41433 dbname=items", "* = host=127.0.0.1 port=41432"]
+    hba = (cfg.conf / "postgres/pg_hba.conf").read_text()
+    assert re.search(r"^host\s+replication\s+all\s+127\.0\.0\.1/32\s+scram-sha-256$", hba, re.M)
+
+
 def test_the_compose_entrypoint_renders_every_template_exactly_as_the_native_stack_does(tmp_path):
     # Two renderers, one syntax: the entrypoint is POSIX sh + awk because the server images it runs in
     # (postgres, redis, rabbitmq, nginx) have no Python.

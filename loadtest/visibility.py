@@ -1,0 +1,125 @@
+"""Accept → visible: how long after its 202 an item shows on the first page, as a client sees it through Nginx.
+
+    python -m loadtest.visibility [--duration 60] [--every 0.25] [--base-url URL]
+
+Every `--every` seconds a probe POSTs an item of its own and polls GET /items?limit=100 (the first page, through
+Nginx's micro-cache and the app cache, replica or not) every 20 ms until the item is on it; the report is the p50,
+p99 and worst of those delays, and how many never showed within 10 s. Under a few hundred writes a second newer
+items push a probe's off the first page within a fraction of a second, so a first page that is all newer than the
+probe is followed by its `next` links down to the probe's id: the item is visible when the listing that page starts
+has it. Run it while writes load the stack (e.g. beside
+`python -m loadtest.sustained_writes`), which is when the worker's batches, the version bumps and the replica's
+replay are all busy. The figure to hold: p99 within 2 s (Nginx's 1 s micro-cache TTL plus the app's own path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+
+import httpx
+
+from loadtest.stack_env import find_stack
+
+POLL_S = 0.02
+GIVE_UP_S = 10.0
+
+
+REFUSED = -1.0  # the probe's POST was not accepted (e.g. 503 overloaded under the write load): nothing to see
+
+
+def probe(client: httpx.Client, base_url: str) -> float | None:
+    """Seconds from the 202 of one new item to its first sight on the first page; None if it never showed,
+    REFUSED if the POST was not accepted."""
+    name = f"visibility probe {uuid.uuid4()}"
+    accepted = client.post(f"{base_url}/items", json={"name": name})
+    if accepted.status_code != 202:
+        return REFUSED
+    item_id = accepted.json()["id"]
+    started = time.monotonic()
+    while time.monotonic() - started < GIVE_UP_S:
+        if listed(client, base_url, item_id):
+            return time.monotonic() - started
+        time.sleep(POLL_S)
+    return None
+
+
+def listed(client: httpx.Client, base_url: str, item_id: str, max_pages: int = 20) -> bool:
+    """Whether the listing from the first page has the item: pages are followed while all their items are newer
+    (UUIDv7: id order is time order, and the text order of the ids is theirs)."""
+    url = f"{base_url}/items?limit=100"
+    for _ in range(max_pages):
+        response = client.get(url)
+        if response.status_code != 200:
+            return False
+        page = response.json()
+        ids = [item["id"] for item in page["results"]]
+        if item_id in ids:
+            return True
+        if not ids or ids[-1] < item_id or not page["next"]:
+            return False  # the page reaches past the item's place without it: not visible yet
+        url = base_url + page["next"]
+    return False
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.visibility", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of probing (default 60)")
+    parser.add_argument("--every", type=float, default=0.25, help="seconds between probes (default 0.25)")
+    parser.add_argument("--base-url", help="default: the native stack's Nginx (STACK_DIR/env)")
+    args = parser.parse_args(argv)
+    stack = find_stack()
+    base_url = (args.base_url or (stack.http_url if stack else "")).rstrip("/")
+    if not base_url:
+        print("visibility: no native stack (STACK_DIR/env) and no --base-url", file=sys.stderr)
+        return 2
+    delays: list[float] = []
+    missed = refused = 0
+    lock = threading.Lock()
+
+    def one() -> None:
+        nonlocal missed, refused
+        with httpx.Client(timeout=10) as client:
+            delay = probe(client, base_url)
+        with lock:
+            if delay is None:
+                missed += 1
+            elif delay == REFUSED:
+                refused += 1
+            else:
+                delays.append(delay)
+
+    threads = []
+    deadline = time.monotonic() + args.duration
+    while time.monotonic() < deadline:
+        thread = threading.Thread(target=one, daemon=True)
+        thread.start()
+        threads.append(thread)
+        time.sleep(args.every)
+    for thread in threads:
+        thread.join(GIVE_UP_S + 15)
+    p99_s = round(percentile(delays, 0.99), 3) if delays else None
+    summary = {
+        "probes": len(delays) + missed + refused,
+        "post_not_accepted": refused,
+        "never_visible_within_s": {"limit_s": GIVE_UP_S, "count": missed},
+        "p50_s": round(statistics.median(delays), 3) if delays else None,
+        "p99_s": p99_s,
+        "max_s": round(max(delays), 3) if delays else None,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0 if not missed and p99_s is not None and p99_s <= 2.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -4,17 +4,15 @@ the items queue over the run, how long an accepted item takes to show in the lis
 
     python -m loadtest.sustained_writes [--duration 60] [--concurrency 50] [--start-stack]
 
-Ingest keeps up when the depth stays bounded during the run and drains to zero soon after it. Every second a probe
-POSTs one item through Nginx and reads GET /items?limit=100 until the item is on it, or the page has moved past
-it to newer items and the item is stored (at hundreds of writes a second, a hundred newer ones arrive within a
-fraction of a second), through every cache a client reads through: accept → visible, whose p99 the design
-bounds at 2 s.
+Ingest keeps up when the depth stays bounded during the run and drains to zero soon after it. Every 0.25 s a probe
+(loadtest/visibility.py) POSTs one item through Nginx and reads the listing from its first page until the item
+is on it, through every cache a client reads through: accept → visible, whose p99 the design bounds at 2 s.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import contextlib
 import json
 import statistics
 import subprocess
@@ -24,14 +22,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loadtest import visibility
 from loadtest.lostwrite import lost_write_verdict, wait_drained
 from loadtest.parsers import parse_hey
 from loadtest.scenarios import POST_BODY
 from loadtest.stack_env import REPO, find_stack, stack_is_up, start_stack, stop_stack
 
 SAMPLE_EVERY_S = 1.0
-PROBE_POLL_S = 0.025
-PROBE_GIVE_UP_S = 10.0
+PROBE_EVERY_S = 0.25
 
 
 def _row_counter(database_url: str):
@@ -61,56 +59,34 @@ def _depth_sampler(broker_url: str, samples: list[tuple[float, int]], stop: thre
             stop.wait(SAMPLE_EVERY_S)
 
 
-def _request(host: str, port: int, method: str, path: str, body: bytes | None = None) -> dict:
-    connection = http.client.HTTPConnection(host, port, timeout=5)
-    try:
-        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return {"status": response.status, "body": json.loads(response.read() or b"null")}
-    finally:
-        connection.close()
+def _visibility_probes(base_url: str, results: list[float | None], stop: threading.Event) -> None:
+    """Every PROBE_EVERY_S until `stop`: a probe of loadtest.visibility in a thread of its own (seconds from 202
+    to seen, or None if never seen) into `results`; a probe whose POST was refused adds nothing."""
+    import httpx
 
+    def one() -> None:
+        with httpx.Client(timeout=10) as client, contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            delay = visibility.probe(client, base_url)
+            if delay != visibility.REFUSED:
+                results.append(delay)
 
-def _listed(host: str, port: int, item_id: str) -> bool:
-    """Whether the listing shows the item: on its first page, or that page has moved past it (its newest id is
-    newer: ids are UUIDv7, id order is accept order) and the item is stored, on a later page."""
-    page = _request(host, port, "GET", "/items?limit=100")["body"] or {}
-    ids = [item["id"] for item in page.get("results", [])]
-    if item_id in ids:
-        return True
-    return bool(ids) and max(ids) > item_id and _request(host, port, "GET", f"/items/{item_id}")["status"] == 200
-
-
-def _visibility_probe(base_url: str, latencies: list[float], accepted: list[str], stop: threading.Event) -> None:
-    """Every SAMPLE_EVERY_S: one POST (its id into `accepted` on a 202), then GETs until the listing shows it;
-    the seconds from 202 to seen into `latencies`."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(base_url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    threads = []
     while not stop.is_set():
-        try:
-            answer = _request(host, port, "POST", "/items", json.dumps({"name": "visibility probe"}).encode())
-            if answer["status"] == 202:
-                accepted_at, item_id = time.monotonic(), answer["body"]["id"]
-                accepted.append(item_id)
-                while time.monotonic() - accepted_at < PROBE_GIVE_UP_S and not _listed(host, port, item_id):
-                    time.sleep(PROBE_POLL_S)
-                latencies.append(time.monotonic() - accepted_at)
-        except (OSError, ValueError, KeyError):  # a failed probe is a gap in the series, not a failed run
-            pass
-        stop.wait(SAMPLE_EVERY_S)
+        threads.append(threading.Thread(target=one, daemon=True))
+        threads[-1].start()
+        stop.wait(PROBE_EVERY_S)
+    for thread in threads:
+        thread.join(visibility.GIVE_UP_S + 15)
 
 
-def _percentiles_ms(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p99": None, "max": None}
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+def _visible_ms(results: list[float | None]) -> dict:
+    seen = sorted(r for r in results if r is not None)
     return {
-        "p50": round(statistics.median(ordered) * 1000, 1),
-        "p99": round(p99 * 1000, 1),
-        "max": round(ordered[-1] * 1000, 1),
+        "probes": len(results),
+        "never_visible": len(results) - len(seen),
+        "p50": round(statistics.median(seen) * 1000, 1) if seen else None,
+        "p99": round(visibility.percentile(seen, 0.99) * 1000, 1) if seen else None,
+        "max": round(seen[-1] * 1000, 1) if seen else None,
     }
 
 
@@ -128,12 +104,9 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
         target=_depth_sampler, args=(stack.env["BROKER_URL"], samples, stop, started), daemon=True
     )
     sampler.start()
-    visible_after: list[float] = []
-    probe_ids: list[str] = []
+    visible_after: list[float | None] = []  # one per accepted probe item
     load_over = threading.Event()
-    probe = threading.Thread(
-        target=_visibility_probe, args=(stack.http_url, visible_after, probe_ids, load_over), daemon=True
-    )
+    probe = threading.Thread(target=_visibility_probes, args=(stack.http_url, visible_after, load_over), daemon=True)
     probe.start()
     command = [
         "hey", "-z", f"{duration_s}s", "-c", str(concurrency), "-m", "POST",
@@ -142,14 +115,14 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
     output = subprocess.run(command, capture_output=True, text=True, check=False, timeout=duration_s + 120).stdout
     load_ended = time.monotonic()
     load_over.set()  # the probe ends with the load: after it, visibility is no longer measured under load
-    probe.join(PROBE_GIVE_UP_S + 5)
+    probe.join(visibility.GIVE_UP_S + 30)
     result = parse_hey(output)
     drain = wait_drained(
-        count_rows, expected_at_least=rows_before + result.accepted + len(probe_ids), hard_timeout_s=300
+        count_rows, expected_at_least=rows_before + result.accepted + len(visible_after), hard_timeout_s=300
     )
     stop.set()
     sampler.join(5)
-    probes = len(probe_ids)  # their rows are in the count too
+    probes = len(visible_after)  # their rows are in the count too
     stored = drain.rows - rows_before - probes
     verdict = lost_write_verdict(
         rows_before=rows_before + probes, rows_after=drain.rows, accepted=result.accepted, unanswered=result.unanswered
@@ -169,7 +142,7 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
         "stored_per_s": round(stored / (drain.drained_at - started), 1) if drain.drained_at > started else None,
         "drained_s_after_load": round(drain.drained_at - load_ended, 2),
         "max_depth_during_load": max(during, default=None),
-        "visible_after_accept_ms": {"probes": probes, "seen": len(visible_after), **_percentiles_ms(visible_after)},
+        "visible_after_accept_ms": _visible_ms(visible_after),
         "final_depth": depths[-1] if depths else None,
         "depth_samples": samples,
         "lost_write_check": verdict.to_dict(),

@@ -38,8 +38,9 @@ from loadtest.servers import Server, start_gunicorn
 from loadtest.stack_env import REPO, Stack, find_stack, stack_is_up, start_stack, stop_stack
 
 BASELINE = "baseline"
-# Every server of the A/B reads from the database on every GET, and none of them is shed by a cache.
-COMMON_ENV = {"RESPONSE_CACHE_ENABLED": "0"}
+# Every server of the A/B reads from the database on every GET (no response cache), and from the same one: the
+# primary (an earlier commit may know no replica; the replica has its own pair in `python -m loadtest`).
+COMMON_ENV = {"RESPONSE_CACHE_ENABLED": "0", "REPLICA_DATABASE_URL": ""}
 
 
 def _start(stack: Stack, name: str, work_dir: Path, extra: dict[str, str], repo: Path = REPO) -> Server:

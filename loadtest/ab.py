@@ -35,7 +35,7 @@ from loadtest.parsers import LoadResult, parse_hey, parse_wrk
 from loadtest.runner import RowCounter
 from loadtest.scenarios import hey_command, wrk_command
 from loadtest.servers import Server, start_gunicorn
-from loadtest.stack_env import REPO, Stack, find_stack, stack_is_up, start_stack, stop_stack
+from loadtest.stack_env import REPO, Stack, find_stack, run_on_stack
 
 BASELINE = "baseline"
 # Every server of the A/B reads from the database on every GET (no response cache), and from the same one: the
@@ -202,16 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default loadtest/results/<timestamp>-ab)")
     args = parser.parse_args(argv)
     out_dir = args.out or REPO / "loadtest" / "results" / (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-ab")
-    started_here = False
-    if args.start_stack and not stack_is_up():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        start_stack(out_dir / "stack.log")
-        started_here = True
-    try:
-        return run(args, out_dir)
-    finally:
-        if started_here:
-            stop_stack(out_dir / "stack.log")
+    return run_on_stack(args.start_stack, out_dir, lambda: run(args, out_dir))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -131,3 +132,18 @@ def stop_stack(log_path: Path) -> int:
         return subprocess.run(
             [*STACK_COMMAND, "down"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=300
         ).returncode
+
+
+def run_on_stack(start: bool, out_dir: Path, run: Callable[[], int]) -> int:
+    """`run()` on the native stack; with `start`, the stack is started first if it is not up, and stopped after
+    if this call started it (its log in out_dir/stack.log)."""
+    started_here = False
+    if start and not stack_is_up():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        start_stack(out_dir / "stack.log")
+        started_here = True
+    try:
+        return run()
+    finally:
+        if started_here:
+            stop_stack(out_dir / "stack.log")

@@ -26,7 +26,7 @@ from loadtest import visibility
 from loadtest.lostwrite import lost_write_verdict, wait_drained
 from loadtest.parsers import parse_hey
 from loadtest.scenarios import POST_BODY
-from loadtest.stack_env import REPO, find_stack, stack_is_up, start_stack, stop_stack
+from loadtest.stack_env import REPO, find_stack, run_on_stack
 
 SAMPLE_EVERY_S = 1.0
 PROBE_EVERY_S = 0.25
@@ -162,16 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default loadtest/results/<timestamp>-writes)")
     args = parser.parse_args(argv)
     out_dir = args.out or REPO / "loadtest" / "results" / (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-writes")
-    started_here = False
-    if args.start_stack and not stack_is_up():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        start_stack(out_dir / "stack.log")
-        started_here = True
-    try:
-        return run(args.duration, args.concurrency, out_dir)
-    finally:
-        if started_here:
-            stop_stack(out_dir / "stack.log")
+    return run_on_stack(args.start_stack, out_dir, lambda: run(args.duration, args.concurrency, out_dir))
 
 
 if __name__ == "__main__":

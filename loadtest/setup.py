@@ -166,29 +166,12 @@ def start_helpers(
         )
         urls["asgi"] = servers[-1].url
     wanted = [n for n in plan.scenarios if n not in skipped]
-    if _needed_here(setup, wanted, ("miss", "miss-front"), "its second gunicorn"):
-        progress.update("starting the second app gunicorn (RESPONSE_CACHE_ENABLED=0)")
-        urls["miss"] = _start_app(
-            setup, servers, "cache off", out_dir / "app-miss", extra_env={"RESPONSE_CACHE_ENABLED": "0", **app_env}
-        )
-    if _needed_here(setup, wanted, ("miss-primary",), "its gunicorn"):
-        progress.update("starting the app gunicorn without the replica (REPLICA_DATABASE_URL empty)")
-        urls["miss-primary"] = _start_app(
-            setup,
-            servers,
-            "cache off, no replica",
-            out_dir / "app-miss-primary",
-            extra_env={**app_env, "RESPONSE_CACHE_ENABLED": "0", "REPLICA_DATABASE_URL": ""},
-        )
-    if _needed_here(setup, wanted, ("noshed-front",), "its gunicorn"):
-        progress.update("starting the app gunicorn without load shedding (LOAD_SHEDDING_ENABLED=0)")
-        urls["noshed"] = _start_app(
-            setup,
-            servers,
-            "shedding off",
-            out_dir / "app-noshed",
-            extra_env={**app_env, "RESPONSE_CACHE_ENABLED": "0", "LOAD_SHEDDING_ENABLED": "0"},
-        )
+    for target, users, needs, what, extra_env in _EXTRA_APPS:
+        if _needed_here(setup, wanted, users, needs):
+            progress.update(f"starting the app gunicorn with {what}")
+            urls[target] = _start_app(
+                setup, servers, what, out_dir / f"app-{target}", extra_env={**app_env, **extra_env}
+            )
     for front, behind in FRONT_TARGETS.items():
         if behind in urls and any(SCENARIOS[n].target == front for n in wanted if n not in skipped):
             progress.update(f"starting the overload front Nginx ({front})")
@@ -197,6 +180,27 @@ def start_helpers(
             servers.append(start_proxy_nginx(f"front nginx, {behind}", out_dir / front, gunicorn.port, limit_conn))
             urls[front] = servers[-1].url
             setup.fronts[front] = (out_dir / front / "access.log", gunicorn.proc.pid)
+
+
+# The extra app gunicorns, each in the stack's environment plus its own: (its target, the targets of the scenarios
+# that load it, what it is needed as, what it runs with, its environment). Every one has the response cache off.
+_EXTRA_APPS = [
+    ("miss", ("miss", "miss-front"), "its second gunicorn", "the cache off", {"RESPONSE_CACHE_ENABLED": "0"}),
+    (
+        "miss-primary",
+        ("miss-primary",),
+        "its gunicorn",
+        "the cache off and no replica (REPLICA_DATABASE_URL empty)",
+        {"RESPONSE_CACHE_ENABLED": "0", "REPLICA_DATABASE_URL": ""},
+    ),
+    (
+        "noshed",
+        ("noshed-front",),
+        "its gunicorn",
+        "the cache and load shedding off (LOAD_SHEDDING_ENABLED=0)",
+        {"RESPONSE_CACHE_ENABLED": "0", "LOAD_SHEDDING_ENABLED": "0"},
+    ),
+]
 
 
 def _needed_here(setup: Setup, wanted: list[str], targets: tuple[str, ...], needs: str) -> bool:

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from app import cache
 from app.asgi_answers import header, host_allowed, scheme_allowed, security_headers
-from app.http import accepts_json, etag_matches
+from app.http import accepts_json, etag_matches, microcache_expires
 from app.params import parse_limit
 
 _LIST = re.compile(r"^/items/?$")
@@ -100,5 +100,7 @@ class FastPath:
             await send({"type": "http.response.body", "body": b""})
             return
         headers.append((b"content-length", str(len(body)).encode()))
+        if (expires := microcache_expires()) is not None:
+            headers.append((b"x-accel-expires", expires))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -45,12 +46,26 @@ def accepts_json(accept: bytes | None) -> bool:
     return False
 
 
+def microcache_expires() -> bytes | None:
+    """X-Accel-Expires for a cacheable 200: Nginx's micro-cache may keep it for MICROCACHE_TTL_S (None: not at all).
+
+    Absolute ("@" and a Unix second), not relative: Nginx stamps a relative lifetime as the current whole second
+    plus n and serves the entry until that second is over, so a relative 1 s lasted 1 to 2 s and readers saw a new
+    row up to 2 s late ([011](docs/decisions/011-write-path-on-the-event-loop.md)). Stamped "@<this second>", an
+    entry expires when the next second begins, so no answer is older than the TTL. Nginx hides X-Accel-* from
+    clients."""
+    ttl = settings.MICROCACHE_TTL_S
+    return b"@%d" % (int(time.time()) + ttl - 1) if ttl else None
+
+
 def conditional_json(request: HttpRequest, body: bytes, etag: str) -> HttpResponse:
     """200 with the body, or 304 with none when the client already holds these exact bytes (`etag`)."""
     if etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
         response = HttpResponse(status=304)
     else:
         response = HttpResponse(body, content_type=JSON_CONTENT_TYPE)
+        if (expires := microcache_expires()) is not None:
+            response["X-Accel-Expires"] = expires.decode()
     response["ETag"] = etag
     response["Cache-Control"] = f"public, max-age={settings.CACHE_MAX_AGE_S}"
     response["Vary"] = "Accept"  # a 406 answers the same URL for another Accept

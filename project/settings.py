@@ -235,6 +235,9 @@ WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
 ITEMS_MAX_BODY_BYTES = 16 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = ITEMS_MAX_BODY_BYTES
 CACHE_MAX_AGE_S = env_int("CACHE_MAX_AGE_S", 1, minimum=0)
+# How long Nginx's micro-cache may serve a GET /items* answer, told per answer in X-Accel-Expires (app/http.py):
+# fresh until the end of the wall-clock second TTL - 1 from now, so an answer is at most this old. 0: not cached.
+MICROCACHE_TTL_S = env_int("MICROCACHE_TTL_S", 1, minimum=0)
 # The app cache of GET response bytes in Redis (app/cache.py, app/fast_path.py); needs REDIS_URL.
 # docs/decisions/008-read-caching.md
 RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", default=True)

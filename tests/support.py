@@ -43,6 +43,14 @@ def wait_until(condition: Callable[[], T | None], timeout_s: float, interval_s: 
     pytest.fail(f"condition not met within {timeout_s} s (last value: {value!r})")
 
 
+def early_in_a_second() -> None:
+    """Wait, if need be, until the wall clock is early in a second. The micro-cache's entries expire when a whole
+    second ends (MICROCACHE_TTL_S, app/http.py), so a request pair started late in one could see MISS then
+    STALE where it means to see MISS then HIT."""
+    if time.time() % 1 > 0.5:
+        time.sleep(1.02 - time.time() % 1)
+
+
 def assert_envelope(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/json; charset=utf-8"

@@ -61,7 +61,6 @@ class Config:
     mq_user: str
     mq_password: str
     ratelimit_allowlist: str
-    microcache_ttl: str
     trusted_front: str  # NGINX_TRUSTED_FRONT: CIDRs whose X-Forwarded-For/-Proto Nginx believes (empty: none)
     # STACK_REPLICA_READS=0: the replica still runs, but the app reads on the primary (REPLICA_DATABASE_URL empty),
     # as before it had one; for comparisons, e.g. loadtest.visibility with and without.
@@ -88,7 +87,6 @@ class Config:
             mq_password=environ.get("RABBITMQ_PASSWORD", "items"),
             ratelimit_allowlist=environ.get("RATELIMIT_ALLOWLIST", ""),
             # The micro-cache TTL bounds how stale a reader can be; Nginx time syntax (1s, 500ms).
-            microcache_ttl=environ.get("NGINX_MICROCACHE_TTL", "1s"),
             trusted_front=environ.get("NGINX_TRUSTED_FRONT", ""),
             replica_reads=environ.get("STACK_REPLICA_READS", "1") != "0",
         )

@@ -62,7 +62,6 @@ def template_values(cfg: Config) -> dict[str, str]:
         "NGINX_UPSTREAM": f"127.0.0.1:{ports['STACK_WEB_PORT']}",
         "NGINX_RESOLVER": "127.0.0.1",  # required syntax only: the upstream is an IP literal, never resolved
         "NGINX_CACHE_DIR": str(data / "nginx"),
-        "NGINX_MICROCACHE_TTL": cfg.microcache_ttl,
     }
 
 

@@ -28,7 +28,7 @@ import pytest
 from deploy.stack import prepare
 from deploy.stack.binaries import find_all
 from deploy.stack.config import Config
-from tests.support import free_ports, wait_until
+from tests.support import early_in_a_second, free_ports, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -278,6 +278,7 @@ def test_a_raw_byte_in_the_request_target_is_refused_by_nginx_before_the_app(sta
 
 def test_a_client_that_does_not_accept_json_is_never_answered_from_the_micro_cache(stack):
     url = fresh_page(stack)
+    early_in_a_second()
     with httpx.Client(base_url=stack.base_url, timeout=10) as api:
         first = api.get(url)
         second = api.get(url)
@@ -294,6 +295,7 @@ def test_a_client_that_does_not_accept_json_is_never_answered_from_the_micro_cac
 def test_unknown_or_repeated_query_parameters_bypass_the_micro_cache(stack):
     url = fresh_page(stack)
     junk = f"{url}&z={uuid.uuid4().hex}"
+    early_in_a_second()
     with httpx.Client(base_url=stack.base_url, timeout=10) as api:
         statuses = [api.get(junk).headers["x-cache-status"] for _ in range(2)]
         repeated = [api.get(f"{url}&limit=8").headers["x-cache-status"] for _ in range(2)]

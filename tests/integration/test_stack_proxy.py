@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.support import wait_until
+from tests.support import early_in_a_second, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,7 @@ def test_get_items_is_micro_cached_and_the_slash_form_is_served_without_a_redire
         return page if page["results"] and page["results"][0]["id"] == item_id else None
 
     cursor = wait_until(newest_page, timeout_s=30, interval_s=0.05)["next"].split("cursor=")[1]
+    early_in_a_second()
     with httpx.Client(base_url=stack.base_url, follow_redirects=False) as client:
         first = client.get(f"/items?limit=7&cursor={cursor}")
         second = client.get(f"/items?limit=7&cursor={cursor}")

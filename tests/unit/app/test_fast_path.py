@@ -1,6 +1,7 @@
 """The ASGI fast path answers only what the Django view would answer identically; the rest goes to Django."""
 
 import asyncio
+import time
 import uuid
 from typing import Any, cast
 
@@ -214,3 +215,24 @@ def test_an_accept_that_excludes_json_is_left_to_django_which_answers_406(client
 )
 def test_an_accept_that_admits_json_is_answered_from_the_cache(client, sixty_items, accept):
     assert _fast_path_answer(client, b"limit=5", accept=accept) is not None
+
+
+def test_a_hit_is_for_nginx_to_keep_until_the_second_ends_as_django_says():
+    sent: list[Any] = []
+
+    async def send(message):
+        sent.append(message)
+
+    fast_path = FastPath(app=None)
+    fast_path.lookup = cast(cache.AsyncLookup, _AnyKeyCache())
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/items",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost")],
+    }
+    before = int(time.time())
+    asyncio.run(fast_path(scope, None, send))
+    headers = dict(sent[0]["headers"])
+    assert headers[b"x-accel-expires"] in {b"@%d" % second for second in range(before, int(time.time()) + 1)}

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 import uuid
 
 import pytest
@@ -107,6 +108,26 @@ def test_get_has_etag_and_cache_control_and_if_none_match_gives_304(post_item, c
 
     post_item({"name": "newer"})
     assert client.get("/items", headers={"If-None-Match": etag}).status_code == 200
+
+
+@pytest.mark.parametrize(("ttl", "seconds_ahead"), [(1, 0), (5, 4)])
+def test_a_200_is_for_nginx_to_keep_until_a_whole_second_ends(post_item, client, settings, ttl, seconds_ahead):
+    """MICROCACHE_TTL_S as an absolute X-Accel-Expires: the micro-cache keeps the answer until the end of the
+    second TTL - 1 from now, never longer than the TTL."""
+    settings.MICROCACHE_TTL_S = ttl
+    location = post_item({"name": "cached"})["Location"]
+    for path in ("/items", location):
+        before = int(time.time())
+        response = client.get(path)
+        stamps = {f"@{second + seconds_ahead}" for second in range(before, int(time.time()) + 1)}
+        assert response["X-Accel-Expires"] in stamps
+        assert not client.get(path, headers={"If-None-Match": response["ETag"]}).has_header("X-Accel-Expires")
+
+
+def test_microcache_ttl_0_keeps_answers_out_of_the_micro_cache(post_item, client, settings):
+    settings.MICROCACHE_TTL_S = 0
+    post_item({"name": "not for nginx"})
+    assert not client.get("/items").has_header("X-Accel-Expires")
 
 
 def test_item_get_has_etag_and_304(post_item, client):

@@ -29,7 +29,7 @@ def test_the_background_handler_writes_every_line_in_order_off_the_emitting_thre
         for n in range(500):
             logger.warning("line %d", n)
         assert handler.writer is not None
-        handler._drain(handler.lines, handler.writer)  # what atexit does
+        handler._drain(handler.stop, handler.writer)  # what atexit does
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue().splitlines() == [f"line {n}" for n in range(500)]

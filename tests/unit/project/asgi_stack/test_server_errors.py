@@ -66,3 +66,11 @@ def test_a_request_the_parser_refuses_is_a_400_envelope(server_port, request_byt
 def test_a_valid_request_is_served_as_usual(server_port):
     answer = _raw(server_port, b"GET /items HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nok\r\n" in answer
+
+
+def test_requests_pipelined_on_one_connection_are_answered_whole_and_in_order(server_port):
+    request = b"GET /items HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = _raw(server_port, request * 3 + b"GET /items HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    responses = answer.split(b"HTTP/1.1 ")[1:]
+    assert len(responses) == 4
+    assert all(r.startswith(b"200 ") and r.endswith(b"\r\n\r\n2\r\nok\r\n0\r\n\r\n") for r in responses)  # chunked

@@ -6,12 +6,13 @@ import asyncio
 from project.asgi_stack.coalesced_writes import CoalescingTransport
 
 
-class RecordingTransport:
+class RecordingTransport(asyncio.Transport):
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[tuple[str, bytes]] = []
         self.closing = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data) -> None:
         self.calls.append(("write", data))
 
     def close(self) -> None:

@@ -13,8 +13,9 @@ count), with the response cache off so every GET reaches the database:
 
 Each round loads every server in turn with `hey -n N -c C -m POST` (the design notes' body), waits until the
 worker has stored them, then loads every server with `wrk -c C -d D` GET /items. The report gives per server the
-median accepted POST/s, POST p99, non-202 answers, GET 2xx/s, GET p99 and 503s, and the ratios to the baseline
-(or to `django-path` without one). After the runs, the lost-write check: every 202 of every run is a row. Exit 1
+median accepted POST/s, POST p99, non-202 answers, GET 2xx/s, GET p99 and 503s, the web workers' CPU per
+accepted POST and per 2xx GET (/proc, around each run), and the ratios to the baseline (or to `django-path`
+without one). After the runs, the lost-write check: every 202 of every run is a row. Exit 1
 if one is missing.
 """
 
@@ -64,10 +65,13 @@ def _run(command: list[str], timeout_s: float) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout_s).stdout
 
 
-def _summary(posts: list[LoadResult], gets: list[LoadResult]) -> dict:
-    def median(values: list[float | None]) -> float | None:
+def _summary(posts: list[LoadResult], gets: list[LoadResult], post_cpu_s: list[float], get_cpu_s: list[float]) -> dict:
+    def median(values: list[float | None], digits: int = 1) -> float | None:
         present = [v for v in values if v is not None]
-        return round(statistics.median(present), 1) if present else None
+        return round(statistics.median(present), digits) if present else None
+
+    def cpu_ms(cpu_s: float, answered: int | None) -> float | None:
+        return round(1000 * cpu_s / answered, 3) if answered and cpu_s > 0 else None
 
     return {
         "post_accepted_per_s": median([r.accepted / r.duration_s if r.duration_s else None for r in posts]),
@@ -78,14 +82,20 @@ def _summary(posts: list[LoadResult], gets: list[LoadResult]) -> dict:
         "get_2xx_per_s_runs": [_ok_per_s(r) for r in gets],
         "get_p99_ms": median([r.latency_ms.get("p99") for r in gets]),
         "get_503": [(r.statuses or {}).get("503", 0) for r in gets],
+        # The web workers' CPU per accepted POST and per 2xx GET: what the code costs, whatever the neighbours do.
+        "post_cpu_ms": median([cpu_ms(c, r.accepted) for c, r in zip(post_cpu_s, posts, strict=True)], 3),
+        "post_cpu_ms_runs": [cpu_ms(c, r.accepted) for c, r in zip(post_cpu_s, posts, strict=True)],
+        "get_cpu_ms": median([cpu_ms(c, _ok(r)) for c, r in zip(get_cpu_s, gets, strict=True)], 3),
+        "get_cpu_ms_runs": [cpu_ms(c, _ok(r)) for c, r in zip(get_cpu_s, gets, strict=True)],
     }
 
 
+def _ok(result: LoadResult) -> int:
+    return sum(n for status, n in (result.statuses or {}).items() if status.startswith("2"))
+
+
 def _ok_per_s(result: LoadResult) -> float | None:
-    if not result.duration_s:
-        return None
-    ok = sum(n for status, n in (result.statuses or {}).items() if status.startswith("2"))
-    return round(ok / result.duration_s, 1)
+    return round(_ok(result) / result.duration_s, 1) if result.duration_s else None
 
 
 def run(args: argparse.Namespace, out_dir: Path) -> int:
@@ -110,24 +120,30 @@ def run(args: argparse.Namespace, out_dir: Path) -> int:
         rows_before = count_rows()
         posts: dict[str, list[LoadResult]] = {name: [] for name in servers}
         gets: dict[str, list[LoadResult]] = {name: [] for name in servers}
+        post_cpu_s: dict[str, list[float]] = {name: [] for name in servers}  # the web workers' CPU per run
+        get_cpu_s: dict[str, list[float]] = {name: [] for name in servers}
         accepted = unanswered = 0
         for round_no in range(1, args.rounds + 1):
             for name, server in servers.items():
                 print(f"ab: round {round_no}/{args.rounds}, POST {name}", file=sys.stderr)
                 hey = hey_command(f"{server.url}/items", requests=args.post_requests, connections=args.connections)
+                cpu_before = server.workers_cpu_s()
                 posts[name].append(parse_hey(_run(hey, timeout_s=600)))
+                post_cpu_s[name].append(server.workers_cpu_s() - cpu_before)
                 accepted, unanswered = accepted + posts[name][-1].accepted, unanswered + posts[name][-1].unanswered
             # The worker stores the round's writes before the reads start, so no GET run competes with it.
             drain = wait_drained(count_rows, expected_at_least=rows_before + accepted, hard_timeout_s=300)
             for name, server in servers.items():
                 print(f"ab: round {round_no}/{args.rounds}, GET {name}", file=sys.stderr)
                 wrk = wrk_command(f"{server.url}/items", connections=args.connections, duration_s=args.duration)
+                cpu_before = server.workers_cpu_s()
                 gets[name].append(parse_wrk(_run(wrk, timeout_s=args.duration + 60)))
+                get_cpu_s[name].append(server.workers_cpu_s() - cpu_before)
         drain = wait_drained(count_rows, expected_at_least=rows_before + accepted, hard_timeout_s=300)
     verdict = lost_write_verdict(
         rows_before=rows_before, rows_after=drain.rows, accepted=accepted, unanswered=unanswered
     )
-    summaries = {name: _summary(posts[name], gets[name]) for name in posts}
+    summaries = {name: _summary(posts[name], gets[name], post_cpu_s[name], get_cpu_s[name]) for name in posts}
     reference = BASELINE if BASELINE in summaries else "django-path"
     report = {
         "rounds": args.rounds,
@@ -160,11 +176,17 @@ def _ratios(summary: dict, reference: dict) -> dict:
         pairs = [(a, b) for a, b in zip(summary[key + "_runs"], reference[key + "_runs"], strict=True) if a and b]
         return round(statistics.median(a / b for a, b in pairs), 2) if pairs else None
 
+    def fewer(key: str) -> float | None:  # the reference's CPU per request over this one's: >1 is cheaper
+        a, b = summary[key], reference[key]
+        return round(b / a, 2) if a and b else None
+
     return {
         "post_accepted_per_s": ratio("post_accepted_per_s"),
         "get_2xx_per_s": ratio("get_2xx_per_s"),
         "post_accepted_per_s_by_round": per_round("post_accepted_per_s"),
         "get_2xx_per_s_by_round": per_round("get_2xx_per_s"),
+        "post_cpu_ms": fewer("post_cpu_ms"),
+        "get_cpu_ms": fewer("get_cpu_ms"),
     }
 
 
@@ -176,16 +198,20 @@ def _markdown(report: dict) -> str:
             f"  baseline: `{report['baseline_ref']}`" if report["baseline_ref"] else ""),
         "",
         "| server | POST accepted/s | ratio (by round) | POST p99 ms | non-202 per run "
-        "| GET 2xx/s | ratio (by round) | GET p99 ms | GET 503 per run |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---|",
+        "| GET 2xx/s | ratio (by round) | GET p99 ms | GET 503 per run "
+        "| POST CPU ms (ratio) | GET CPU ms (ratio) |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|",
     ]  # fmt: skip
     for name, s in report["servers"].items():
         r = report["ratios"][name]
         lines.append(
             f"| {name} | {s['post_accepted_per_s']} | {r['post_accepted_per_s']} ({r['post_accepted_per_s_by_round']}) "
             f"| {s['post_p99_ms']} | {s['post_non_202']} | {s['get_2xx_per_s']} | {r['get_2xx_per_s']} "
-            f"({r['get_2xx_per_s_by_round']}) | {s['get_p99_ms']} | {s['get_503']} |"
+            f"({r['get_2xx_per_s_by_round']}) | {s['get_p99_ms']} | {s['get_503']} "
+            f"| {s['post_cpu_ms']} ({r['post_cpu_ms']}) | {s['get_cpu_ms']} ({r['get_cpu_ms']}) |"
         )
+    lines += ["", "CPU ms: the web workers' CPU (user + system, /proc) per accepted POST and per 2xx GET, median of the"
+              " runs; its ratio is the reference's over this server's (above 1: cheaper)."]  # fmt: skip
     check = report["lost_write_check"]
     lines += ["", f"Lost-write check: {'ok' if check['ok'] else 'FAILED'} ({json.dumps(check)})", ""]
     return "\n".join(lines)

@@ -1,11 +1,15 @@
-"""The helper servers' environment and configuration."""
+"""The helper servers' environment, configuration and CPU reading."""
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
-from loadtest.servers import PROXY_LOG_FORMAT, gunicorn_env, render_proxy_conf
+from loadtest.servers import PROXY_LOG_FORMAT, Server, gunicorn_env, render_proxy_conf
 
 
 def test_extra_gunicorns_get_their_own_port_and_metrics_dir_and_are_not_stack_children(tmp_path):
@@ -45,3 +49,17 @@ def test_the_front_config_logs_what_the_parser_reads_and_sheds_at_nginx_only_whe
             check=False,
         )
         assert checked.returncode == 0, checked.stderr
+
+
+def test_workers_cpu_is_what_the_masters_children_used(tmp_path):
+    # A "master" whose one child spins: the CPU counted is the child's, which the master itself never uses.
+    spin = "import time\nend = time.monotonic() + 0.6\nwhile time.monotonic() < end: pass\ntime.sleep(30)"
+    master = "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', sys.argv[1]])\ntime.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", master, spin], start_new_session=True)
+    server = Server("spinner", proc, 0, [], tmp_path / "log")
+    try:
+        time.sleep(1.2)
+        assert 0.4 <= server.workers_cpu_s() <= 1.2
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

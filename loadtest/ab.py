@@ -73,6 +73,9 @@ def _summary(posts: list[LoadResult], gets: list[LoadResult], post_cpu_s: list[f
     def cpu_ms(cpu_s: float, answered: int | None) -> float | None:
         return round(1000 * cpu_s / answered, 3) if answered and cpu_s > 0 else None
 
+    post_cpu_ms = [cpu_ms(c, r.accepted) for c, r in zip(post_cpu_s, posts, strict=True)]
+    get_cpu_ms = [cpu_ms(c, _ok(r)) for c, r in zip(get_cpu_s, gets, strict=True)]
+
     return {
         "post_accepted_per_s": median([r.accepted / r.duration_s if r.duration_s else None for r in posts]),
         "post_accepted_per_s_runs": [round(r.accepted / r.duration_s, 1) if r.duration_s else None for r in posts],
@@ -83,10 +86,10 @@ def _summary(posts: list[LoadResult], gets: list[LoadResult], post_cpu_s: list[f
         "get_p99_ms": median([r.latency_ms.get("p99") for r in gets]),
         "get_503": [(r.statuses or {}).get("503", 0) for r in gets],
         # The web workers' CPU per accepted POST and per 2xx GET: what the code costs, whatever the neighbours do.
-        "post_cpu_ms": median([cpu_ms(c, r.accepted) for c, r in zip(post_cpu_s, posts, strict=True)], 3),
-        "post_cpu_ms_runs": [cpu_ms(c, r.accepted) for c, r in zip(post_cpu_s, posts, strict=True)],
-        "get_cpu_ms": median([cpu_ms(c, _ok(r)) for c, r in zip(get_cpu_s, gets, strict=True)], 3),
-        "get_cpu_ms_runs": [cpu_ms(c, _ok(r)) for c, r in zip(get_cpu_s, gets, strict=True)],
+        "post_cpu_ms": median(post_cpu_ms, 3),
+        "post_cpu_ms_runs": post_cpu_ms,
+        "get_cpu_ms": median(get_cpu_ms, 3),
+        "get_cpu_ms_runs": get_cpu_ms,
     }
 
 

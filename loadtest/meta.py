@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from loadtest.servers import GUNICORN_CONF
+from loadtest.servers import GUNICORN_CONF, gunicorn_workers
 from loadtest.stack_env import REPO
 
 GUNICORN_SETTINGS_SHOWN = (
@@ -134,8 +134,7 @@ def gunicorn_config(env: dict[str, str]) -> dict[str, str]:
 def live_worker_count(pid_file: Path) -> int | None:
     """Children of the running gunicorn master: the workers actually serving."""
     try:
-        master = int(pid_file.read_text())
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        workers = gunicorn_workers(int(pid_file.read_text()))
     except (OSError, ValueError):
         return None
-    return len(children)
+    return None if workers is None else len(workers)

@@ -28,6 +28,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def gunicorn_workers(master: int) -> list[str] | None:
+    """The pids of a gunicorn master's children, its workers (None: no such process)."""
+    try:
+        return Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return None
+
+
 def http_get(url_host: str, port: int, path: str, timeout_s: float = 5) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(url_host, port, timeout=timeout_s)
     try:
@@ -77,13 +85,8 @@ class Server:
         """CPU seconds (user + system) its gunicorn workers have used so far: the children of the master, which
         start/exec makes our own process. On a shared machine the cost per request moves far less with the
         neighbours than requests per second do."""
-        master = self.proc.pid
-        try:
-            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        except OSError:
-            return 0.0
         ticks = 0
-        for pid in children:
+        for pid in gunicorn_workers(self.proc.pid) or []:
             with contextlib.suppress(OSError):
                 # After the ")" ending the command name: state is field 3, utime and stime fields 14 and 15.
                 fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()

@@ -115,10 +115,10 @@ def _cached_by_django(client, key: str) -> tuple[int, bytes] | None:
     return (200, response.content) if response.status_code == 200 else None
 
 
-def _fast_path_answer(client, query: bytes, accept: bytes | None = None) -> tuple[int, bytes] | None:
-    """(status, body) from the fast path over a cache that Django filled, or None when it handed the request
-    to Django."""
-    sent: list[Any] = []  # "django", or the ASGI messages sent
+def _fast_path_messages(query: bytes, accept: bytes | None = None) -> list[Any]:
+    """What the fast path sends for GET /items?<query> over a cache with an entry under every key: the ASGI
+    messages, or ["django"] when it handed the request to Django."""
+    sent: list[Any] = []
 
     async def django(scope, receive, send):
         sent.append("django")
@@ -136,6 +136,13 @@ def _fast_path_answer(client, query: bytes, accept: bytes | None = None) -> tupl
         "headers": [(b"host", b"localhost"), *([(b"accept", accept)] if accept is not None else [])],
     }
     asyncio.run(fast_path(scope, None, send))
+    return sent
+
+
+def _fast_path_answer(client, query: bytes, accept: bytes | None = None) -> tuple[int, bytes] | None:
+    """(status, body) from the fast path over a cache that Django filled, or None when it handed the request
+    to Django."""
+    sent = _fast_path_messages(query, accept)
     if sent == ["django"]:
         return None
     assert sent[0]["status"] == 200
@@ -218,21 +225,6 @@ def test_an_accept_that_admits_json_is_answered_from_the_cache(client, sixty_ite
 
 
 def test_a_hit_is_for_nginx_to_keep_until_the_second_ends_as_django_says():
-    sent: list[Any] = []
-
-    async def send(message):
-        sent.append(message)
-
-    fast_path = FastPath(app=None)
-    fast_path.lookup = cast(cache.AsyncLookup, _AnyKeyCache())
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/items",
-        "query_string": b"",
-        "headers": [(b"host", b"localhost")],
-    }
     before = int(time.time())
-    asyncio.run(fast_path(scope, None, send))
-    headers = dict(sent[0]["headers"])
+    headers = dict(_fast_path_messages(b"")[0]["headers"])
     assert headers[b"x-accel-expires"] in {b"@%d" % second for second in range(before, int(time.time()) + 1)}

@@ -11,8 +11,9 @@ count), with the response cache off so every GET reaches the database:
 - `baseline`: with --baseline-ref, that commit checked out in a temporary git worktree and served with this
   checkout's virtualenv: "today's" code for both the POST and the GET figures.
 
-Each round loads every server in turn with `hey -n N -c C -m POST` (the design notes' body), waits until the
-worker has stored them, then loads every server with `wrk -c C -d D` GET /items. The report gives per server the
+Each round loads every server in turn, starting with the next one each round, with `hey -n N -c C -m POST` (the
+design notes' body), waits until the worker has stored them, then loads every server in the same order with
+`wrk -c C -d D` GET /items. The report gives per server the
 median accepted POST/s, POST p99, non-202 answers, GET 2xx/s, GET p99 and 503s, the web workers' CPU per
 accepted POST and per 2xx GET (/proc, around each run), and the ratios to the baseline (or to `django-path`
 without one). After the runs, the lost-write check: every 202 of every run is a row. Exit 1
@@ -127,7 +128,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> int:
         get_cpu_s: dict[str, list[float]] = {name: [] for name in servers}
         accepted = unanswered = 0
         for round_no in range(1, args.rounds + 1):
-            for name, server in servers.items():
+            order = rotated(list(servers.items()), round_no - 1)
+            for name, server in order:
                 print(f"ab: round {round_no}/{args.rounds}, POST {name}", file=sys.stderr)
                 hey = hey_command(f"{server.url}/items", requests=args.post_requests, connections=args.connections)
                 cpu_before = server.workers_cpu_s()
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> int:
                 accepted, unanswered = accepted + posts[name][-1].accepted, unanswered + posts[name][-1].unanswered
             # The worker stores the round's writes before the reads start, so no GET run competes with it.
             drain = wait_drained(count_rows, expected_at_least=rows_before + accepted, hard_timeout_s=300)
-            for name, server in servers.items():
+            for name, server in order:
                 print(f"ab: round {round_no}/{args.rounds}, GET {name}", file=sys.stderr)
                 wrk = wrk_command(f"{server.url}/items", connections=args.connections, duration_s=args.duration)
                 cpu_before = server.workers_cpu_s()
@@ -165,6 +167,15 @@ def run(args: argparse.Namespace, out_dir: Path) -> int:
     (out_dir / "ab.md").write_text(_markdown(report))
     print(_markdown(report))
     return 0 if verdict.ok else 1
+
+
+def rotated(items: list, by: int) -> list:
+    """`items` starting at index `by` (mod len): each round another server goes first. The first GET run of a
+    round follows the round's thousands of inserts, while PostgreSQL is still busy with them; a fixed order
+    gave that run to the same server every round (it served fewer GETs, at more CPU each, than another server
+    running the same code)."""
+    by %= len(items) or 1
+    return items[by:] + items[:by]
 
 
 def _ratios(summary: dict, reference: dict) -> dict:

@@ -1,7 +1,7 @@
 """The A/B report: medians over rounds, non-202 and 503 counts per run, CPU per request, ratios to the reference
 server."""
 
-from loadtest.ab import _markdown, _ratios, _summary
+from loadtest.ab import _markdown, _ratios, _summary, rotated
 from loadtest.parsers import LoadResult
 
 
@@ -71,3 +71,9 @@ def test_the_by_round_ratio_is_the_median_of_each_rounds_own_ratio():
 
     # A slow machine in round 2 hits both servers: each round's ratio is 3, whatever the medians say.
     assert _ratios(server([900, 300, 840]), server([300, 100, 280]))["post_accepted_per_s_by_round"] == 3.0
+
+
+def test_each_round_starts_with_the_next_server():
+    servers = ["write-path", "django-path", "baseline"]
+    assert [rotated(servers, n)[0] for n in range(4)] == ["write-path", "django-path", "baseline", "write-path"]
+    assert sorted(rotated(servers, 2)) == sorted(servers) and rotated([], 1) == []

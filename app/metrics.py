@@ -17,6 +17,12 @@ publish_seconds = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
+publish_batch_items = Histogram(
+    "items_publish_batch_items",
+    "Items per message the write path published: the POSTs of one event-loop turn share a message and a confirm.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+
 posts_to_django = Counter(
     "items_posts_to_django_total",
     "POST /items the write path handed to Django (which answers or refuses them, a thread each), by reason: "

@@ -110,6 +110,7 @@ class WritePath:
                 connect_timeout_s=settings.CELERY_BROKER_CONNECTION_TIMEOUT,
                 confirm_timeout_s=settings.PUBLISH_CONFIRM_TIMEOUT_S,
                 max_in_flight=settings.PUBLISH_MAX_IN_FLIGHT,
+                batch_max=settings.PUBLISH_BATCH_MAX,
             )
         await self.publisher.publish(payload, request_id=logs.request_id.get())
 

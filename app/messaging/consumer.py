@@ -8,15 +8,17 @@ killed mid-batch leaves them unacked and RabbitMQ redelivers them; the insert ig
 Failure policy:
 - a transient database error (connection refused or lost: PgBouncer or PostgreSQL down) retries the whole batch
   with exponential backoff and jitter, for as long as it takes, holding the messages unacked — nothing is lost;
-- any other error isolates the batch: each message is stored alone, up to MAX_ATTEMPTS tries, and one that still
-  fails (it can never be stored) is copied to the dead-letter queue with the error and acked, while the rest are
-  stored. `manage.py items_deadletters` lists, shows and replays them;
+- any other error isolates the batch: each item is stored alone, up to MAX_ATTEMPTS tries, and one that still
+  fails (it can never be stored) is copied to the dead-letter queue with the error, in a message of the items of
+  its message that failed, and its message acked, while the rest are stored. `manage.py items_deadletters`
+  lists, shows and replays them;
 - a failed bump of the response cache's version after a commit is retried with backoff before the acks, then
   owed and retried on every tick (app.cache.bump_version): the batch is acked either way.
 
 Each stored item is logged (`item stored`, with item_id and the request_id of the POST, from the message's
-`x-request-id` header). With tracing on, each message gets a span from delivery to stored, the child of its
-publish (the `traceparent` header), and each batch a span linked to those of its messages.
+`x-request-id` header, or its `x-request-ids` for a message of several POSTs' items). With tracing on, each
+message gets a span from delivery to stored, the child of its publish (the `traceparent` header), and each batch
+a span linked to those of its messages.
 """
 
 import contextlib
@@ -38,10 +40,11 @@ from project import logs, tracing
 
 logger = logging.getLogger(__name__)
 
-# Messages per INSERT. Larger batches amortise the commit further but hold more messages unacked (and so
-# redelivered) if the worker dies; 250 rows is a few milliseconds of PostgreSQL time.
+# Items per INSERT (a message of the write path may hold several: PUBLISH_BATCH_MAX). Larger batches amortise the
+# commit further but hold more messages unacked (and so redelivered) if the worker dies; 250 rows is a few
+# milliseconds of PostgreSQL time.
 BATCH_MAX = 250
-# Unacked messages RabbitMQ may hand us: two batches, so the next one fills while this one commits.
+# Unacked messages RabbitMQ may hand us: two batches of one-item messages, so the next fills while one commits.
 PREFETCH = 2 * BATCH_MAX
 # How long a partial batch may wait for company. Bounds the added staleness; the Nginx micro-cache TTL is 1 s.
 FLUSH_INTERVAL_S = 0.05
@@ -75,7 +78,7 @@ class Delivery:
 
     items: list[dict]
     message: Message
-    request_id: str | None  # of the POST that published it
+    request_ids: list[str | None]  # of the POST that sent each item
     span: Span | None = None  # delivery to stored or dead-lettered; None with tracing off
 
 
@@ -101,6 +104,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
         self.buffer: list[Delivery] = []
+        self.buffered_items = 0
         self.dead_letter_producer: Producer | None = None
 
     def get_consumers(self, channel):
@@ -144,15 +148,16 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         except ValueError as exc:
             self._dead_letter(message, exc, reason="malformed")
             return
-        request_id = logs.sane_request_id(messages.request_id_of(message.headers))
-        self.buffer.append(Delivery(items, message, request_id, _message_span(message)))
-        if len(self.buffer) >= BATCH_MAX:
+        request_ids = [logs.sane_request_id(rid) for rid in messages.request_ids_of(message.headers, len(items))]
+        self.buffer.append(Delivery(items, message, request_ids, _message_span(message)))
+        self.buffered_items += len(items)
+        if self.buffered_items >= BATCH_MAX:
             self.flush()
 
     def flush(self) -> None:
         if not self.buffer:
             return
-        batch, self.buffer = self.buffer, []
+        batch, self.buffer, self.buffered_items = self.buffer, [], 0
         with _batch_span(batch):
             self._flush(batch)
 
@@ -197,30 +202,44 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
 
     def _store_one_by_one(self, batch: list[Delivery]) -> None:
         for delivery in batch:
-            failures, transient_retries = 0, 0
-            while True:
-                try:
-                    self._store(delivery.items)
-                except Exception as exc:
-                    if _is_transient(exc):  # the database went away meanwhile: wait for it, count no attempt
-                        metrics.store_retries.inc()
-                        time.sleep(_backoff_s(transient_retries))
-                        transient_retries += 1
-                        continue
-                    failures += 1
-                    if failures < MAX_ATTEMPTS:
-                        time.sleep(_backoff_s(failures))
-                        continue
-                    self._dead_letter(delivery.message, exc, reason="unstorable", attempts=MAX_ATTEMPTS)
-                    if delivery.span is not None:
-                        delivery.span.record_exception(exc)
-                        delivery.span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
-                        delivery.span.end()
-                else:
-                    _stored(delivery)
-                    _ack(delivery.message)
-                    metrics.batch_size.observe(1)
-                break
+            failed: list[tuple[dict, str | None]] = []
+            error: Exception | None = None  # the last item's that failed
+            for item, request_id in zip(delivery.items, delivery.request_ids, strict=True):
+                if (item_error := self._store_alone(item)) is not None:
+                    failed.append((item, request_id))
+                    error = item_error
+            if error is not None:
+                if len(failed) == len(delivery.items):
+                    self._dead_letter(delivery.message, error, reason="unstorable", attempts=MAX_ATTEMPTS)
+                else:  # the rest are stored: only the failed items go to the dead-letter queue, in a copy of their own
+                    self._dead_letter_items(delivery.message, failed, error)
+                if delivery.span is not None:
+                    delivery.span.record_exception(error)
+                    delivery.span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
+            failed_ids = {id(item) for item, _ in failed}
+            _stored(delivery, skip=failed_ids)
+            if len(failed) < len(delivery.items):
+                _ack(delivery.message)  # (a wholly dead-lettered message was acked by _dead_letter)
+            metrics.batch_size.observe(1)
+
+    def _store_alone(self, item: dict) -> Exception | None:
+        """Store one item, waiting out database outages and retrying other errors up to MAX_ATTEMPTS tries; the
+        last error when it cannot be stored."""
+        failures, transient_retries = 0, 0
+        while True:
+            try:
+                self._store([item])
+                return None
+            except Exception as exc:
+                if _is_transient(exc):  # the database went away meanwhile: wait for it, count no attempt
+                    metrics.store_retries.inc()
+                    time.sleep(_backoff_s(transient_retries))
+                    transient_retries += 1
+                    continue
+                failures += 1
+                if failures >= MAX_ATTEMPTS:
+                    return exc
+                time.sleep(_backoff_s(failures))
 
     def _dead_letter(self, message: Message, exc: Exception, *, reason: str, attempts: int = 1) -> None:
         """Copy the message to the dead-letter queue with why it failed, then ack the original.
@@ -242,11 +261,38 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         _ack(message)
         metrics.dead_lettered.labels(reason=reason).inc()
 
+    def _dead_letter_items(self, message: Message, failed: list[tuple[dict, str | None]], exc: Exception) -> None:
+        """Copy the items of a message that cannot be stored to the dead-letter queue, as a message of their own
+        with the original's headers (and these items' request ids), why it failed and when."""
+        logger.error(
+            "dead-lettering %d of a message's items (unstorable after %d attempts): %r", len(failed), MAX_ATTEMPTS, exc
+        )
+        original = {k: v for k, v in (message.headers or {}).items() if k not in messages.REQUEST_ID_HEADERS}
+        items, request_ids = [item for item, _ in failed], [rid for _, rid in failed]
+        ids = (
+            messages.publish_headers(request_id=request_ids[0])
+            if len(items) == 1
+            else messages.batch_headers(request_ids)
+        )
+        assert self.dead_letter_producer is not None  # made with the consumers, before any delivery
+        self.dead_letter_producer.publish(
+            messages.task_body(items),
+            routing_key=dead_letter_queue.routing_key,
+            serializer="json",
+            headers=messages.dead_letter_headers({**original, **ids}, exc, reason="unstorable", attempts=MAX_ATTEMPTS),
+            delivery_mode=2,
+            declare=[dead_letter_queue],
+        )
+        metrics.dead_lettered.labels(reason="unstorable").inc()
 
-def _stored(delivery: Delivery) -> None:
-    """One line per stored item, under the request that sent it; the end of its message's span."""
-    by = {"request_id": delivery.request_id} if delivery.request_id else {}
-    for item in delivery.items:
-        logger.info("item stored", extra={"item_id": item.get("id"), **by})
+
+def _stored(delivery: Delivery, skip: frozenset[int] | set[int] = frozenset()) -> None:
+    """One line per stored item (but those in `skip`, by id()), under the request that sent it; the end of its
+    message's span."""
+    for item, request_id in zip(delivery.items, delivery.request_ids, strict=True):
+        if id(item) not in skip:
+            logger.info(
+                "item stored", extra={"item_id": item.get("id"), **({"request_id": request_id} if request_id else {})}
+            )
     if delivery.span is not None:
         delivery.span.end()

@@ -5,9 +5,10 @@ A message is a Celery `items.store` task (protocol 2, JSON): its body is `[args,
 worker's consumer step (consumer.py) reads the items straight from the body. An item is
 {"id": uuid, "name": str, "description": str, "created_at": RFC 3339}.
 
-Its AMQP headers are Celery's (`id`, `task`, ...) plus `x-request-id`, the id of the POST that accepted it, and,
-with tracing on, the W3C `traceparent` (and `tracestate`) of its publish: the worker logs and traces each stored
-item under the request that sent it. A dead-lettered copy carries the original headers plus the `x-items-*`
+Its AMQP headers are Celery's (`id`, `task`, ...) plus `x-request-id`, the id of the POST that accepted it (a
+message the write path batched holds several POSTs' items instead, and `x-request-ids`, their ids in item order),
+and, with tracing on, the W3C `traceparent` (and `tracestate`) of its publish: the worker logs and traces each
+stored item under the request that sent it. A dead-lettered copy carries the original headers plus the `x-items-*`
 headers below.
 """
 
@@ -16,6 +17,8 @@ import time
 TASK_NAME = "items.store"
 
 REQUEST_ID_HEADER = "x-request-id"
+REQUEST_IDS_HEADER = "x-request-ids"  # of a message of several POSTs' items: one per item, "" for none
+REQUEST_ID_HEADERS = (REQUEST_ID_HEADER, REQUEST_IDS_HEADER)
 # Written and read by OpenTelemetry's W3C propagator (project/tracing.py), with `tracestate` when there is one.
 TRACEPARENT_HEADER = "traceparent"
 
@@ -37,8 +40,18 @@ def publish_headers(*, request_id: str | None) -> dict[str, str]:
     return {REQUEST_ID_HEADER: request_id} if request_id else {}
 
 
-def request_id_of(headers: dict | None) -> str | None:
-    return (headers or {}).get(REQUEST_ID_HEADER)
+def batch_headers(request_ids: list[str | None]) -> dict[str, object]:
+    """Our headers of a message of several POSTs' items, their request ids in item order."""
+    return {REQUEST_IDS_HEADER: [rid or "" for rid in request_ids]} if any(request_ids) else {}
+
+
+def request_ids_of(headers: dict | None, count: int) -> list[str | None]:
+    """The request id of each of the `count` items of a message with these headers (None: none known)."""
+    headers = headers or {}
+    ids = headers.get(REQUEST_IDS_HEADER)
+    if isinstance(ids, list) and len(ids) == count:
+        return [rid if isinstance(rid, str) and rid else None for rid in ids]
+    return [headers.get(REQUEST_ID_HEADER)] * count
 
 
 def task_args(items: list[dict]) -> tuple[list[dict]]:

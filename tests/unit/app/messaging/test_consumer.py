@@ -224,6 +224,33 @@ def test_a_message_that_can_never_be_stored_is_dead_lettered_with_why_and_the_re
     assert dead["headers"]["id"] == "task-id"  # the original headers are kept for the replay
 
 
+def test_in_a_message_of_several_posts_only_the_item_that_cannot_be_stored_is_dead_lettered_with_its_request_id(
+    consumer, log
+):
+    good, poison = [_item(), _item()], _item(created_at="not a time")
+    message = RecordedMessage(log, messages.task_body([good[0], poison, good[1]]))
+    message.headers = {"id": "task-id", **messages.batch_headers(["rid-a", "rid-b", None])}
+    consumer.on_message(message.body, message)
+    consumer.flush()
+
+    assert set(Item.objects.values_list("id", flat=True)) == {uuid.UUID(item["id"]) for item in good}
+    assert message.acked
+    (dead,) = consumer.dead_letter_producer.published
+    assert messages.items_of(dead["body"]) == [poison]  # replaying it stores the poison alone, not the rest again
+    assert messages.request_ids_of(dead["headers"], 1) == ["rid-b"]
+    assert dead["headers"][messages.REASON_HEADER] == "unstorable" and dead["headers"]["id"] == "task-id"
+
+
+def test_a_batch_is_flushed_at_batch_max_items_whatever_the_number_of_messages(consumer, log, monkeypatch):
+    monkeypatch.setattr(consumer_module, "BATCH_MAX", 10)
+    delivered = [RecordedMessage(log, messages.task_body([_item() for _ in range(4)])) for _ in range(3)]
+    for message in delivered[:2]:
+        consumer.on_message(message.body, message)
+    assert Item.objects.count() == 0  # 8 items: not yet
+    consumer.on_message(delivered[2].body, delivered[2])
+    assert Item.objects.count() == 12 and all(message.acked for message in delivered)
+
+
 def test_a_body_that_is_not_an_items_message_is_dead_lettered_at_once_as_malformed(consumer, log):
     message = RecordedMessage(log, [{"not": "a task"}])
     consumer.on_message(message.body, message)

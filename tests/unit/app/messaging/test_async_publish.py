@@ -126,3 +126,20 @@ def test_a_post_cancelled_before_its_batch_leaves_is_not_sent():
     assert asyncio.run(main())
     ((body, _),) = channel.published
     assert messages.items_of(body) == [kept]
+
+
+def test_with_tracing_a_batch_has_a_producer_span_linked_to_each_posts_publish_and_carried_in_the_message(spans):
+    channel = RecordingChannel()
+
+    async def main():
+        publisher = _publisher(channel)
+        await asyncio.gather(*(publisher.publish(_payload(n), request_id=None) for n in range(3)))
+
+    asyncio.run(main())
+    ((_, headers),) = channel.published
+    finished = spans.get_finished_spans()
+    (batch,) = [s for s in finished if s.attributes.get("items.batch_items") == 3]
+    posts = [s for s in finished if "items.item_id" in s.attributes]
+    assert len(posts) == 3 and batch.parent is None
+    assert {link.context.span_id for link in batch.links} == {s.context.span_id for s in posts}
+    assert headers[messages.TRACEPARENT_HEADER].split("-")[2] == f"{batch.context.span_id:016x}"

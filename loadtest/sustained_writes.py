@@ -19,25 +19,26 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest import visibility
 from loadtest.lostwrite import lost_write_verdict, wait_drained
 from loadtest.parsers import parse_hey
-from loadtest.scenarios import POST_BODY
 from loadtest.stack_env import REPO, find_stack, run_on_stack
 
 SAMPLE_EVERY_S = 1.0
 PROBE_EVERY_S = 0.25
 
 
-def _row_counter(database_url: str):
+def _row_counter(database_url: str, name: str):
+    """The rows of this run's load (its items' name is the run's own): neither the probes' nor anyone else's."""
     import psycopg2
 
     def count() -> int:
         with psycopg2.connect(database_url, connect_timeout=5) as connection, connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM items")
+            cursor.execute("SELECT count(*) FROM items WHERE name = %s", (name,))
             row = cursor.fetchone()
             assert row is not None  # count(*) always returns one row
             return int(row[0])
@@ -95,7 +96,8 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
     if stack is None or not stack.database_direct_url:
         print("sustained_writes: no native stack found (make stack, or --start-stack)", file=sys.stderr)
         return 2
-    count_rows = _row_counter(stack.database_direct_url)
+    run_name = f"sustained-writes {uuid.uuid4()}"
+    count_rows = _row_counter(stack.database_direct_url, run_name)
     rows_before = count_rows()
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -110,23 +112,23 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
     probe.start()
     command = [
         "hey", "-z", f"{duration_s}s", "-c", str(concurrency), "-m", "POST",
-        "-H", "Content-Type: application/json", "-d", POST_BODY, f"{stack.http_url}/items",
+        "-H", "Content-Type: application/json", "-d", json.dumps({"name": run_name, "description": "y"}),
+        f"{stack.http_url}/items",
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=False, timeout=duration_s + 120).stdout
     load_ended = time.monotonic()
     load_over.set()  # the probe ends with the load: after it, visibility is no longer measured under load
-    probe.join(visibility.GIVE_UP_S + 30)
     result = parse_hey(output)
-    drain = wait_drained(
-        count_rows, expected_at_least=rows_before + result.accepted + len(visible_after), hard_timeout_s=300
-    )
+    # From the load's end, not after the last probes (up to GIVE_UP_S each): the drain is the worker's.
+    drain = wait_drained(count_rows, expected_at_least=rows_before + result.accepted, hard_timeout_s=300)
+    probe.join(visibility.GIVE_UP_S + 30)
     stop.set()
     sampler.join(5)
-    probes = len(visible_after)  # their rows are in the count too
-    stored = drain.rows - rows_before - probes
+    stored = drain.rows - rows_before
     verdict = lost_write_verdict(
-        rows_before=rows_before + probes, rows_after=drain.rows, accepted=result.accepted, unanswered=result.unanswered
+        rows_before=rows_before, rows_after=drain.rows, accepted=result.accepted, unanswered=result.unanswered
     )
+    stored_over_s = (result.duration_s or 0) + max(0.0, drain.drained_at - load_ended)
     depths = [depth for _, depth in samples if depth >= 0]
     during = [depth for t, depth in samples if depth >= 0 and t <= load_ended - started]
     report = {
@@ -139,7 +141,8 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
         "p50_ms": result.latency_ms.get("p50"),
         "p99_ms": result.latency_ms.get("p99"),
         "stored": stored,
-        "stored_per_s": round(stored / (drain.drained_at - started), 1) if drain.drained_at > started else None,
+        # Over the load's own duration (as accepted/s) plus the drain after it.
+        "stored_per_s": round(stored / stored_over_s, 1) if stored_over_s else None,
         "drained_s_after_load": round(drain.drained_at - load_ended, 2),
         "max_depth_during_load": max(during, default=None),
         "visible_after_accept_ms": _visible_ms(visible_after),

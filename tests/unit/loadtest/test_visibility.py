@@ -1,0 +1,46 @@
+"""The accept -> visible probe: follows the listing from the first page down to the probe's place, and counts
+the delay to the request of the first page whose listing has the item (an HTTP stand-in for the stack)."""
+
+import httpx
+
+from loadtest import visibility
+
+PROBE_ID = "0190-0500"  # UUIDv7s sort as text in time order: "0190-0999" is newer, "0190-0100" older
+
+
+def _stack(pages_until_visible: int, newer_pages: int):
+    """GET /items answers `newer_pages` pages of newer items, then the probe's page; the probe's item is on it from
+    the `pages_until_visible`-th walk on. Records each first-page request."""
+    first_pages: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json={"id": PROBE_ID, "status": "accepted"})
+        cursor = request.url.params.get("cursor")
+        if cursor is None:
+            first_pages.append(1)
+        page = int(cursor or 0)
+        if page < newer_pages:
+            results = [{"id": f"0190-{999 - page:04d}"}]
+            return httpx.Response(200, json={"results": results, "next": f"/items?limit=100&cursor={page + 1}"})
+        shown = [{"id": PROBE_ID}] if len(first_pages) >= pages_until_visible else []
+        return httpx.Response(200, json={"results": [*shown, {"id": "0190-0100"}], "next": None})
+
+    return httpx.Client(transport=httpx.MockTransport(handler)), first_pages
+
+
+def test_the_probe_follows_next_links_past_newer_items_down_to_its_own():
+    client, _ = _stack(pages_until_visible=1, newer_pages=30)
+    assert visibility.listed(client, "http://stack", PROBE_ID)
+
+
+def test_an_older_page_without_the_item_is_not_yet_visible_and_the_probe_polls_again():
+    client, first_pages = _stack(pages_until_visible=3, newer_pages=2)
+    delay = visibility.probe(client, "http://stack")
+    assert delay is not None and delay >= 2 * visibility.POLL_S
+    assert len(first_pages) == 3
+
+
+def test_a_refused_post_is_reported_as_such():
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(503, json={})))
+    assert visibility.probe(client, "http://stack") == visibility.REFUSED

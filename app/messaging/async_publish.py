@@ -36,7 +36,7 @@ from pamqp.commands import Basic
 
 from app import metrics
 from app.exceptions import BrokerUnavailable, PublishUnconfirmed, QueueFull
-from app.messaging import messages
+from app.messaging import backpressure, messages
 from app.messaging.queues import ITEMS_QUEUE, items_queue
 from project import tracing
 from project.errors import Overloaded
@@ -145,6 +145,7 @@ class AsyncPublisher:
                 if not waiting.confirmed.done():
                     waiting.confirmed.set_result(None)
         metrics.publish_batch_items.observe(len(batch))
+        backpressure.items_per_message.published(len(batch))
 
     async def _publish(self, body: bytes, properties: Basic.Properties, items: int) -> None:
         channel = await self._open_channel(items)
@@ -239,7 +240,7 @@ def _future() -> asyncio.Future[None]:
 
 
 @contextlib.contextmanager
-def _batch_span(batch: list[_Waiting]) -> Iterator[dict[str, str]]:
+def _batch_span(batch: list[_Waiting]) -> Iterator[dict[str, Any]]:
     """The headers of the batch's message: our request id(s), and the trace context the worker continues.
 
     One item: its POST's request id and publish span, as a message of the Django path. More: the request ids in
@@ -260,8 +261,9 @@ def _batch_span(batch: list[_Waiting]) -> Iterator[dict[str, str]]:
         links=links,
         attributes={"items.batch_items": len(batch)},
     ):
-        tracing.inject(headers)
-        yield headers
+        trace_headers: dict[str, str] = {}
+        tracing.inject(trace_headers)
+        yield {**headers, **trace_headers}
 
 
 def _task_message(task_id: str, items: list[dict], headers: dict[str, Any]) -> tuple[bytes, Basic.Properties]:

@@ -5,6 +5,11 @@ connection of this process), never once per request: whichever request finds the
 and requests arriving meanwhile use the last value instead of waiting. The queue's x-max-length with
 reject-publish (app/messaging/queues.py) stays the hard stop behind this.
 
+The watermarks are items. The broker counts messages, and a message of the write path holds the POSTs of one
+event-loop turn (app/messaging/async_publish.py), so the depth in items is estimated as messages x the mean items
+per message this process has been publishing (ItemsPerMessage): at a few hundred POSTs a second several share a
+message, and a backlog of messages holds that many times more items than it reads.
+
 On the write path (app/write_path.py, on the event loop) the delay is an asyncio.sleep and a stale sample is
 refreshed in the background, never waited for. On the Django path (a sync DRF view, in a thread of its own per
 request) it is a time.sleep that holds only that request, excluded from the load shedder's latency samples: it
@@ -109,6 +114,21 @@ class BrokerDepth:
             raise
 
 
+class ItemsPerMessage:
+    """The mean items per message of the recent publishes of this process (moving average over messages)."""
+
+    WEIGHT = 0.05  # of each new message: the mean follows a change of load within a few dozen messages
+
+    def __init__(self) -> None:
+        self.mean = 1.0  # the Django path, and the write path when POSTs come one at a time
+
+    def published(self, items: int) -> None:
+        self.mean += self.WEIGHT * (items - self.mean)  # a float += under the GIL: a lost update costs nothing
+
+
+items_per_message = ItemsPerMessage()
+
+
 class Backpressure:
     def __init__(
         self,
@@ -118,8 +138,10 @@ class Backpressure:
         high: int,
         max_delay_s: float,
         sleep: Callable[[float], None] = time.sleep,
+        per_message: ItemsPerMessage = items_per_message,
     ) -> None:
         self.sampler, self.low, self.high, self.max_delay_s, self.sleep = sampler, low, high, max_delay_s, sleep
+        self.per_message = per_message
 
     def admit(self) -> None:
         """Return once the POST may publish (after its delay, if any); raise QueueFull when over high."""
@@ -131,7 +153,8 @@ class Backpressure:
     def delay_s(self, *, wait: bool) -> float:
         """How long this POST is to be held; QueueFull when over high."""
         depth = self.sampler.current(wait=wait)
-        delay_s = admission_delay_s(depth, low=self.low, high=self.high, max_delay_s=self.max_delay_s)
+        items = None if depth is None else round(depth * self.per_message.mean)
+        delay_s = admission_delay_s(items, low=self.low, high=self.high, max_delay_s=self.max_delay_s)
         if delay_s is None:
             metrics.backpressure_rejected.inc()
             raise QueueFull()

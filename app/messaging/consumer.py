@@ -184,7 +184,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         for delivery in batch:
             _stored(delivery)
             _ack(delivery.message)
-        metrics.batch_size.observe(len(batch))
+        metrics.batch_size.observe(sum(len(delivery.items) for delivery in batch))
 
     def _store(self, items: list[dict]) -> None:
         # The `items.store` task's body (app.tasks), run here for a whole batch; looked up by name because the
@@ -220,7 +220,6 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
             _stored(delivery, skip=failed_ids)
             if len(failed) < len(delivery.items):
                 _ack(delivery.message)  # (a wholly dead-lettered message was acked by _dead_letter)
-            metrics.batch_size.observe(1)
 
     def _store_alone(self, item: dict) -> Exception | None:
         """Store one item, waiting out database outages and retrying other errors up to MAX_ATTEMPTS tries; the
@@ -229,6 +228,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         while True:
             try:
                 self._store([item])
+                metrics.batch_size.observe(1)
                 return None
             except Exception as exc:
                 if _is_transient(exc):  # the database went away meanwhile: wait for it, count no attempt

@@ -1,7 +1,7 @@
 """What a POST /items body must hold, checked by the same serializer on the Django path (app/views.py) and on
 the write path (app/write_path.py), so that both accept exactly the same bodies."""
 
-from drf_spectacular.utils import extend_schema_serializer
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 
@@ -24,7 +24,20 @@ class StrictCharField(serializers.CharField):
     }
 
 
+# What the schema says of the text fields, as the serializer judges them: no NUL (DRF refuses it in any CharField)
+# and, for the name, something left once leading and trailing whitespace is trimmed.
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00]*[^\\s\\x00][^\\x00]*$"})
+class NameField(StrictCharField):
+    pass
+
+
+# Non-empty here: drf-spectacular adds "or empty" for a blank-allowing field with a pattern (oneOf: one must match).
+@extend_schema_field({"type": "string", "maxLength": 2000, "default": "", "pattern": "^[^\\x00]+$"})
+class DescriptionField(StrictCharField):
+    pass
+
+
 @extend_schema_serializer(component_name="Input")  # its name in the OpenAPI schema since the first release
 class ItemInput(serializers.Serializer):
-    name = StrictCharField(min_length=1, max_length=200)
-    description = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
+    name = NameField(min_length=1, max_length=200)
+    description = DescriptionField(max_length=2000, required=False, allow_blank=True, default="")

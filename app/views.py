@@ -95,7 +95,14 @@ class ItemListCreateApi(APIView):
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS, "pattern": "^[ -+\\--~]+$"},
+                # Printable ASCII but the comma, and not only spaces: a header's leading and trailing spaces are
+                # not part of its value (RFC 9110), so a key of spaces arrives empty.
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
+                    "pattern": "^[ -+\\--~]*[!-+\\--~][ -+\\--~]*$",
+                },
                 location=OpenApiParameter.HEADER,
                 description="the same key and body within 24 h: the same 202 and id, one item",
             ),

@@ -9,12 +9,17 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from schemathesis.core.warnings import SchemathesisWarning
 
 from tests.support import REPO, free_ports, wait_until
 
 pytestmark = pytest.mark.integration
 
 CHECKS = "not_a_server_error,content_type_conformance,response_schema_conformance,status_code_conformance"
+# Every warning but `validation_mismatch`: it counts each 4xx but 401, 403, 404, 409 and 429 as "the schema
+# allowed what the API refused", and a reused Idempotency-Key with another body is answered 422 (as the IETF
+# draft says), which the generator, trying the same few keys again and again, reaches in whole phases.
+WARNINGS = ",".join(w.value for w in SchemathesisWarning if w is not SchemathesisWarning.VALIDATION_MISMATCH)
 MAX_TIME_S = os.environ.get("FUZZ_MAX_TIME_S", "60")
 
 
@@ -23,7 +28,10 @@ def schemathesis(base_url: str) -> subprocess.CompletedProcess:
     # A generous timeout per request: this suite shares two cores with the stack, and a slow answer is not wrong.
     budget = ["--max-examples", "30", "--max-time", MAX_TIME_S, "--workers", "2", "--request-timeout", "30"]
     return subprocess.run(
-        [str(st), "run", f"{base_url}/schema", "--url", base_url, "--checks", CHECKS, *budget, "--no-color"],
+        [
+            *(str(st), "run", f"{base_url}/schema", "--url", base_url),
+            *("--checks", CHECKS, "--warnings", WARNINGS, *budget, "--no-color"),
+        ],
         capture_output=True,
         text=True,
         timeout=int(MAX_TIME_S) * 3 + 120,

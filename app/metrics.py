@@ -48,9 +48,7 @@ response_cache_results = Counter(
 
 # Worker side (served by the worker on WORKER_METRICS_PORT)
 stored_rows = Counter("items_stored_total", "Items handled by committed batches (new or already stored).")
-batch_size = Histogram(
-    "items_batch_size", "Items per committed insert.", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500)
-)
+batch_size = Histogram("items_batch_size", "Items per committed insert.", buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500))
 store_retries = Counter("items_store_retries_total", "Batch inserts retried after a transient database error.")
 cache_version_bump_failures = Counter(
     "items_cache_version_bump_failures_total",

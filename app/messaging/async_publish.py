@@ -36,7 +36,7 @@ from pamqp.commands import Basic
 
 from app import metrics
 from app.exceptions import BrokerUnavailable, PublishUnconfirmed, QueueFull
-from app.messaging import backpressure, messages
+from app.messaging import message_sizes, messages
 from app.messaging.queues import ITEMS_QUEUE, items_queue
 from project import tracing
 from project.errors import Overloaded
@@ -145,7 +145,7 @@ class AsyncPublisher:
                 if not waiting.confirmed.done():
                     waiting.confirmed.set_result(None)
         metrics.publish_batch_items.observe(len(batch))
-        backpressure.items_per_message.published(len(batch))
+        message_sizes.items_per_message.published(len(batch))
 
     async def _publish(self, body: bytes, properties: Basic.Properties, items: int) -> None:
         channel = await self._open_channel(items)

@@ -6,9 +6,9 @@ and requests arriving meanwhile use the last value instead of waiting. The queue
 reject-publish (app/messaging/queues.py) stays the hard stop behind this.
 
 The watermarks are items. The broker counts messages, and a message of the write path holds the POSTs of one
-event-loop turn (app/messaging/async_publish.py), so the depth in items is estimated as messages x the mean items
-per message this process has been publishing (ItemsPerMessage): at a few hundred POSTs a second several share a
-message, and a backlog of messages holds that many times more items than it reads.
+event-loop turn (app/messaging/async_publish.py), so the depth in items is estimated as messages x the mean
+items per message this process has been publishing (app/messaging/message_sizes.py): at a few hundred POSTs a
+second several share a message, and a backlog of messages holds that many times more items than it reads.
 
 On the write path (app/write_path.py, on the event loop) the delay is an asyncio.sleep and a stale sample is
 refreshed in the background, never waited for. On the Django path (a sync DRF view, in a thread of its own per
@@ -28,6 +28,7 @@ from kombu import Connection
 
 from app import metrics
 from app.exceptions import QueueFull
+from app.messaging.message_sizes import ItemsPerMessage, items_per_message
 from app.messaging.queues import ITEMS_QUEUE
 from project.asgi_stack.latency import exclude_from_latency
 
@@ -112,21 +113,6 @@ class BrokerDepth:
                 self.connection.release()
             self.connection = None
             raise
-
-
-class ItemsPerMessage:
-    """The mean items per message of the recent publishes of this process (moving average over messages)."""
-
-    WEIGHT = 0.05  # of each new message: the mean follows a change of load within a few dozen messages
-
-    def __init__(self) -> None:
-        self.mean = 1.0  # the Django path, and the write path when POSTs come one at a time
-
-    def published(self, items: int) -> None:
-        self.mean += self.WEIGHT * (items - self.mean)  # a float += under the GIL: a lost update costs nothing
-
-
-items_per_message = ItemsPerMessage()
 
 
 class Backpressure:

@@ -59,7 +59,7 @@ def test_a_hit_from_the_fast_path_has_the_headers_of_a_django_answer_and_honours
     assert httpx.get(url, headers={"If-None-Match": from_cache.headers["etag"]}).status_code == 304
 
 
-def _quiet_cache_version(stack) -> bytes | None:
+def _quiet_cache_version(stack) -> object:
     """The response cache's version once it has held still for a second: no worker batch in flight (earlier tests'
     POSTs still being stored would bump it, and a page built before a bump is rightly built again after it)."""
     cache = redis.Redis.from_url(stack.env["REDIS_URL"])

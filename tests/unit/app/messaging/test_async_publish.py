@@ -7,6 +7,7 @@ import uuid
 from typing import Any, cast
 
 import aiormq
+from pamqp.commands import Basic
 
 from app.exceptions import QueueFull
 from app.messaging import messages
@@ -93,7 +94,7 @@ def test_a_batch_is_at_most_batch_max_items_and_a_lone_post_is_a_message_as_the_
 
 
 def test_a_refused_batch_fails_every_post_in_it_and_the_next_turn_starts_a_new_one():
-    channel = RecordingChannel(outcome=aiormq.exceptions.DeliveryError(None, None))  # a nack: the queue is full
+    channel = RecordingChannel(outcome=aiormq.exceptions.DeliveryError(None, Basic.Nack()))  # the queue is full
 
     async def main():
         publisher = _publisher(channel)

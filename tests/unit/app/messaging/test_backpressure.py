@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.exceptions import QueueFull
-from app.messaging import backpressure
+from app.messaging import backpressure, message_sizes
 from app.messaging.backpressure import Backpressure, DepthSampler, admission_delay_s
 from tests.support import assert_envelope
 
@@ -93,7 +93,7 @@ def admission(depth: int) -> tuple[Backpressure, list[float]]:
     slept: list[float] = []
     sampler = DepthSampler(lambda: depth, interval_s=0.1, clock=FakeClock())
     gate = Backpressure(
-        sampler, low=100, high=200, max_delay_s=0.1, sleep=slept.append, per_message=backpressure.ItemsPerMessage()
+        sampler, low=100, high=200, max_delay_s=0.1, sleep=slept.append, per_message=message_sizes.ItemsPerMessage()
     )
     return gate, slept
 
@@ -123,7 +123,7 @@ def test_over_high_a_post_is_refused_with_queue_full_and_counted():
 
 
 def test_the_watermarks_count_items_messages_times_the_items_per_message_being_published():
-    per_message = backpressure.ItemsPerMessage()
+    per_message = message_sizes.ItemsPerMessage()
     for _ in range(200):  # a busy web tier: the POSTs of each loop turn share a message
         per_message.published(3)
     assert per_message.mean == pytest.approx(3, abs=0.01)

@@ -7,9 +7,10 @@ Nginx's micro-cache and the app cache, replica or not) every 20 ms until the ite
 p99 and worst of those delays, and how many never showed within 10 s. Under a few hundred writes a second newer
 items push a probe's off the first page within a fraction of a second, so a first page that is all newer than the
 probe is followed by its `next` links down to the probe's id: the item is visible when the listing that page starts
-has it, and the delay is counted to the request of that first page — the moment the listing showed it. At
-thousands of writes a second the item is by then dozens of pages down, most of them not yet cached, and reading
-them all is a client's read cost, not how stale the listing was. Run it while writes load the stack (e.g. beside
+has it. The delay is counted to the request of the page that had it: never before the row was there (counted
+to the walk's first page instead, a row committed while the walk went down would count as seen before it
+existed). At thousands of writes a second the item is by then dozens of pages down, most of them not yet cached,
+so the figure includes reading those pages. Run it while writes load the stack (e.g. beside
 `python -m loadtest.sustained_writes`), which is when the worker's batches, the version bumps and the replica's
 replay are all busy. The figure to hold: p99 within 2 s (Nginx's 1 s micro-cache TTL plus the app's own path).
 """
@@ -36,17 +37,17 @@ REFUSED = -1.0  # the probe's POST was not accepted (e.g. 503 overloaded under t
 
 
 def probe(client: httpx.Client, base_url: str) -> float | None:
-    """Seconds from the 202 of one new item to the request of the first page whose listing has it; None if it
-    never showed, REFUSED if the POST was not accepted."""
+    """Seconds from the 202 of one new item to the request of the page that first had it; None if it never
+    showed, REFUSED if the POST was not accepted."""
     name = f"visibility probe {uuid.uuid4()}"
     accepted = client.post(f"{base_url}/items", json={"name": name})
     if accepted.status_code != 202:
         return REFUSED
     item_id = accepted.json()["id"]
     started = time.monotonic()
-    while (first_page_at := time.monotonic()) - started < GIVE_UP_S:
-        if listed(client, base_url, item_id):
-            return first_page_at - started
+    while time.monotonic() - started < GIVE_UP_S:
+        if (seen_at := listed(client, base_url, item_id)) is not None:
+            return seen_at - started
         time.sleep(POLL_S)
     return None
 
@@ -57,22 +58,24 @@ def probe(client: httpx.Client, base_url: str) -> float | None:
 MAX_PAGES = 200
 
 
-def listed(client: httpx.Client, base_url: str, item_id: str, max_pages: int = MAX_PAGES) -> bool:
-    """Whether the listing from the first page has the item: pages are followed while all their items are newer
-    (UUIDv7: id order is time order, and the text order of the ids is theirs)."""
+def listed(client: httpx.Client, base_url: str, item_id: str, max_pages: int = MAX_PAGES) -> float | None:
+    """When (time.monotonic) the page of the listing from the first page that has the item was asked for; None
+    when the listing does not have it yet. Pages are followed while all their items are newer (UUIDv7: id order is
+    time order, and the text order of the ids is theirs)."""
     url = f"{base_url}/items?limit=100"
     for _ in range(max_pages):
+        asked_at = time.monotonic()
         response = client.get(url)
         if response.status_code != 200:
-            return False
+            return None
         page = response.json()
         ids = [item["id"] for item in page["results"]]
         if item_id in ids:
-            return True
+            return asked_at
         if not ids or ids[-1] < item_id or not page["next"]:
-            return False  # the page reaches past the item's place without it: not visible yet
+            return None  # the page reaches past the item's place without it: not visible yet
         url = base_url + page["next"]
-    return False
+    return None
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -221,8 +221,9 @@ WRITE_PATH_ENABLED = env_bool("WRITE_PATH_ENABLED", default=True)
 PUBLISH_MAX_IN_FLIGHT = env_int("PUBLISH_MAX_IN_FLIGHT", 1000, minimum=1)
 # Items one message of the write path may carry: the POSTs that reach publish in one turn of a worker's event loop
 # share a message and its confirm (1: a message per POST). The queue's x-max-length counts messages, so it holds
-# at most ITEMS_QUEUE_MAX_LENGTH x this many items; the backpressure watermarks are items (estimated).
-PUBLISH_BATCH_MAX = env_int("PUBLISH_BATCH_MAX", 64, minimum=1)
+# at most ITEMS_QUEUE_MAX_LENGTH x this many items, and so do the backpressure watermarks. 32: at 100
+# connections 99.6% of the messages held fewer (docs/decisions/011-write-path-on-the-event-loop.md).
+PUBLISH_BATCH_MAX = env_int("PUBLISH_BATCH_MAX", 32, minimum=1)
 # Hard cap of the items queue (x-max-length with reject-publish): past it the broker refuses new messages (007).
 ITEMS_QUEUE_MAX_LENGTH = env_int("ITEMS_QUEUE_MAX_LENGTH", 100_000, minimum=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -9,6 +9,7 @@ instrumentation, a MiddlewareMixin, would never see), the publish (whose context
 
 import os
 from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 from django.conf import settings
 from opentelemetry import propagate, trace
@@ -45,9 +46,9 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer("items")
 
 
-def inject(headers: MutableMapping[str, str]) -> None:
-    """Add the current span's W3C `traceparent` (and `tracestate`) to message headers."""
-    propagate.inject(headers)
+def inject(headers: MutableMapping[str, Any], context: Context | None = None) -> None:
+    """Add the W3C `traceparent` (and `tracestate`) of the current span, or of `context`, to message headers."""
+    propagate.inject(headers, context=context)
 
 
 def extract(headers: Mapping[str, object] | None) -> Context:

@@ -30,16 +30,15 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from celery import current_app
 from kombu.serialization import dumps
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind
 from pamqp.commands import Basic
 
 from app import metrics
 from app.exceptions import BrokerUnavailable, PublishUnconfirmed, QueueFull
-from app.messaging import message_sizes, messages
+from app.messaging import messages
 from app.messaging.queues import ITEMS_QUEUE, items_queue
 from project import tracing
-from project.errors import Overloaded
+from project.errors import ApiError, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +51,7 @@ class _Waiting:
 
     payload: dict
     request_id: str | None
-    trace_headers: dict[str, str]  # the W3C context of this POST's publish span ({} with tracing off)
-    span_context: SpanContext | None  # the same, for the links of a batch's span
+    span_context: SpanContext | None  # of this POST's publish span (None with tracing off)
     confirmed: asyncio.Future[None]
 
 
@@ -96,10 +94,8 @@ class AsyncPublisher:
         self.in_flight += 1
         try:
             with span:
-                trace_headers: dict[str, str] = {}
-                tracing.inject(trace_headers)
-                span_context = trace.get_current_span().get_span_context() if trace_headers else None
-                await self._enqueue(_Waiting(payload, request_id, trace_headers, span_context, _future()))
+                span_context = trace.get_current_span().get_span_context() if tracing.enabled() else None
+                await self._enqueue(_Waiting(payload, request_id, span_context, _future()))
         finally:
             self.in_flight -= 1
         metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -130,25 +126,17 @@ class AsyncPublisher:
                 task_id = str(uuid.UUID(int=random.getrandbits(128), version=4))
                 body, properties = _task_message(task_id, [w.payload for w in batch], headers)
                 await self._publish(body, properties, len(batch))
-        except BaseException as exc:
-            for waiting in batch:
-                if waiting.confirmed.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    waiting.confirmed.cancel()
-                else:
-                    waiting.confirmed.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+        except asyncio.CancelledError:  # this task cancelled (the loop closing): the frames may have gone out
+            _settle(batch, PublishUnconfirmed())
+            raise
+        except Exception as exc:
+            _settle(batch, exc)
         else:
-            for waiting in batch:
-                if not waiting.confirmed.done():
-                    waiting.confirmed.set_result(None)
-        metrics.publish_batch_items.observe(len(batch))
-        message_sizes.items_per_message.published(len(batch))
+            _settle(batch, None)
 
     async def _publish(self, body: bytes, properties: Basic.Properties, items: int) -> None:
         channel = await self._open_channel(items)
+        metrics.publish_batch_items.observe(items)
         try:
             async with asyncio.timeout(self.confirm_timeout_s):
                 await channel.basic_publish(
@@ -244,26 +232,50 @@ def _batch_span(batch: list[_Waiting]) -> Iterator[dict[str, Any]]:
     """The headers of the batch's message: our request id(s), and the trace context the worker continues.
 
     One item: its POST's request id and publish span, as a message of the Django path. More: the request ids in
-    item order, and (with tracing on) a producer span of the batch, linked to each POST's publish span."""
+    item order, and (with tracing on) a producer span of the batch, the child of the first sampled POST's publish
+    span (so that it is sampled with it) and linked to the others'."""
+    contexts = [w.span_context for w in batch if w.span_context is not None]
     if len(batch) == 1:
         (waiting,) = batch
-        yield {**messages.publish_headers(request_id=waiting.request_id), **waiting.trace_headers}
-        return
-    headers = messages.batch_headers([w.request_id for w in batch])
-    links = [Link(w.span_context) for w in batch if w.span_context is not None]
-    if not links:
+        headers: dict[str, Any] = messages.publish_headers(request_id=waiting.request_id)
+        if contexts:
+            tracing.inject(headers, context=trace.set_span_in_context(NonRecordingSpan(contexts[0])))
         yield headers
         return
+    headers = messages.batch_headers([w.request_id for w in batch])
+    if not contexts:
+        yield headers
+        return
+    parent = next((c for c in contexts if c.trace_flags.sampled), contexts[0])
     with tracing.tracer().start_as_current_span(
         f"publish {messages.TASK_NAME}",
-        context=Context(),  # not a child of any one POST: linked to all of them
+        context=trace.set_span_in_context(NonRecordingSpan(parent)),
         kind=SpanKind.PRODUCER,
-        links=links,
+        links=[Link(c) for c in contexts if c is not parent],
         attributes={"items.batch_items": len(batch)},
     ):
-        trace_headers: dict[str, str] = {}
-        tracing.inject(trace_headers)
-        yield {**headers, **trace_headers}
+        tracing.inject(headers)
+        yield headers
+
+
+def _settle(batch: list[_Waiting], error: Exception | None) -> None:
+    """Every POST of the batch still waiting gets the batch's outcome (a cancelled one is gone already)."""
+    for waiting in batch:
+        if not waiting.confirmed.done():
+            if error is None:
+                waiting.confirmed.set_result(None)
+            else:
+                waiting.confirmed.set_exception(_own(error))
+
+
+def _own(exc: Exception) -> Exception:
+    """A POST's own instance of its batch's error: one instance raised in many tasks would carry each one's
+    traceback in turn."""
+    if not isinstance(exc, ApiError):
+        return exc  # a bug (InternalError for the client), not worth a copy
+    copy = type(exc)(exc.detail, fields=exc.fields, retry_after_s=exc.retry_after_s)
+    copy.__cause__ = exc.__cause__
+    return copy
 
 
 def _task_message(task_id: str, items: list[dict], headers: dict[str, Any]) -> tuple[bytes, Basic.Properties]:

@@ -5,10 +5,9 @@ connection of this process), never once per request: whichever request finds the
 and requests arriving meanwhile use the last value instead of waiting. The queue's x-max-length with
 reject-publish (app/messaging/queues.py) stays the hard stop behind this.
 
-The watermarks are items. The broker counts messages, and a message of the write path holds the POSTs of one
-event-loop turn (app/messaging/async_publish.py), so the depth in items is estimated as messages x the mean
-items per message this process has been publishing (app/messaging/message_sizes.py): at a few hundred POSTs a
-second several share a message, and a backlog of messages holds that many times more items than it reads.
+The watermarks count messages, as RabbitMQ does. A message of the write path holds the POSTs of one event-loop
+turn (app/messaging/async_publish.py), 1 to PUBLISH_BATCH_MAX items; an estimate in items from the batch sizes
+this process sees now would misjudge a backlog written earlier, by other processes, at another load.
 
 On the write path (app/write_path.py, on the event loop) the delay is an asyncio.sleep and a stale sample is
 refreshed in the background, never waited for. On the Django path (a sync DRF view, in a thread of its own per
@@ -28,7 +27,6 @@ from kombu import Connection
 
 from app import metrics
 from app.exceptions import QueueFull
-from app.messaging.message_sizes import ItemsPerMessage, items_per_message
 from app.messaging.queues import ITEMS_QUEUE
 from project.asgi_stack.latency import exclude_from_latency
 
@@ -124,10 +122,8 @@ class Backpressure:
         high: int,
         max_delay_s: float,
         sleep: Callable[[float], None] = time.sleep,
-        per_message: ItemsPerMessage = items_per_message,
     ) -> None:
         self.sampler, self.low, self.high, self.max_delay_s, self.sleep = sampler, low, high, max_delay_s, sleep
-        self.per_message = per_message
 
     def admit(self) -> None:
         """Return once the POST may publish (after its delay, if any); raise QueueFull when over high."""
@@ -139,8 +135,7 @@ class Backpressure:
     def delay_s(self, *, wait: bool) -> float:
         """How long this POST is to be held; QueueFull when over high."""
         depth = self.sampler.current(wait=wait)
-        items = None if depth is None else round(depth * self.per_message.mean)
-        delay_s = admission_delay_s(items, low=self.low, high=self.high, max_delay_s=self.max_delay_s)
+        delay_s = admission_delay_s(depth, low=self.low, high=self.high, max_delay_s=self.max_delay_s)
         if delay_s is None:
             metrics.backpressure_rejected.inc()
             raise QueueFull()

@@ -182,7 +182,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         # cache outage into a write outage (queue_full), and the rows are committed. Staleness stays bounded: the
         # owed bump is retried on every tick until Redis answers, and a restarted worker bumps at start.
         for delivery in batch:
-            _stored(delivery)
+            _stored(delivery, delivery.items)
             _ack(delivery.message)
         metrics.batch_size.observe(sum(len(delivery.items) for delivery in batch))
 
@@ -201,34 +201,40 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         metrics.stored_rows.inc(len(items))
 
     def _store_one_by_one(self, batch: list[Delivery]) -> None:
+        """Each message alone; the items of one that still fails, each alone: only what cannot be stored is
+        dead-lettered."""
         for delivery in batch:
+            if len(delivery.items) > 1 and self._store_alone(delivery.items, attempts=1) is None:
+                _stored(delivery, delivery.items)
+                _ack(delivery.message)
+                continue
             failed: list[tuple[dict, str | None]] = []
             error: Exception | None = None  # the last item's that failed
             for item, request_id in zip(delivery.items, delivery.request_ids, strict=True):
-                if (item_error := self._store_alone(item)) is not None:
+                if (item_error := self._store_alone([item], attempts=MAX_ATTEMPTS)) is not None:
                     failed.append((item, request_id))
                     error = item_error
             if error is not None:
                 if len(failed) == len(delivery.items):
                     self._dead_letter(delivery.message, error, reason="unstorable", attempts=MAX_ATTEMPTS)
-                else:  # the rest are stored: only the failed items go to the dead-letter queue, in a copy of their own
+                else:  # the rest are stored: the failed items go to the dead-letter queue in a copy of their own
                     self._dead_letter_items(delivery.message, failed, error)
                 if delivery.span is not None:
                     delivery.span.record_exception(error)
                     delivery.span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
             failed_ids = {id(item) for item, _ in failed}
-            _stored(delivery, skip=failed_ids)
+            _stored(delivery, [item for item in delivery.items if id(item) not in failed_ids])
             if len(failed) < len(delivery.items):
                 _ack(delivery.message)  # (a wholly dead-lettered message was acked by _dead_letter)
 
-    def _store_alone(self, item: dict) -> Exception | None:
-        """Store one item, waiting out database outages and retrying other errors up to MAX_ATTEMPTS tries; the
-        last error when it cannot be stored."""
+    def _store_alone(self, items: list[dict], *, attempts: int) -> Exception | None:
+        """Store these items on their own, waiting out database outages and trying other errors up to `attempts`
+        times; the last error when they cannot be stored."""
         failures, transient_retries = 0, 0
         while True:
             try:
-                self._store([item])
-                metrics.batch_size.observe(1)
+                self._store(items)
+                metrics.batch_size.observe(len(items))
                 return None
             except Exception as exc:
                 if _is_transient(exc):  # the database went away meanwhile: wait for it, count no attempt
@@ -237,7 +243,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                     transient_retries += 1
                     continue
                 failures += 1
-                if failures >= MAX_ATTEMPTS:
+                if failures >= attempts:
                     return exc
                 time.sleep(_backoff_s(failures))
 
@@ -267,7 +273,9 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         logger.error(
             "dead-lettering %d of a message's items (unstorable after %d attempts): %r", len(failed), MAX_ATTEMPTS, exc
         )
-        original = {k: v for k, v in (message.headers or {}).items() if k not in messages.REQUEST_ID_HEADERS}
+        # Not the original's request ids, nor Celery's argsrepr: both name every item of it, the stored ones too.
+        dropped = (*messages.REQUEST_ID_HEADERS, "argsrepr")
+        original = {k: v for k, v in (message.headers or {}).items() if k not in dropped}
         items, request_ids = [item for item, _ in failed], [rid for _, rid in failed]
         ids = (
             messages.publish_headers(request_id=request_ids[0])
@@ -286,13 +294,13 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         metrics.dead_lettered.labels(reason="unstorable").inc()
 
 
-def _stored(delivery: Delivery, skip: frozenset[int] | set[int] = frozenset()) -> None:
-    """One line per stored item (but those in `skip`, by id()), under the request that sent it; the end of its
-    message's span."""
-    for item, request_id in zip(delivery.items, delivery.request_ids, strict=True):
-        if id(item) not in skip:
-            logger.info(
-                "item stored", extra={"item_id": item.get("id"), **({"request_id": request_id} if request_id else {})}
-            )
+def _stored(delivery: Delivery, stored: list[dict]) -> None:
+    """One line per stored item of the delivery, under the request that sent it; the end of its message's span."""
+    request_of = {id(item): rid for item, rid in zip(delivery.items, delivery.request_ids, strict=True)}
+    for item in stored:
+        request_id = request_of[id(item)]
+        logger.info(
+            "item stored", extra={"item_id": item.get("id"), **({"request_id": request_id} if request_id else {})}
+        )
     if delivery.span is not None:
         delivery.span.end()

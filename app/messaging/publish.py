@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from app import metrics
 from app.exceptions import BrokerUnavailable, PublishUnconfirmed, QueueFull
-from app.messaging import message_sizes, messages
+from app.messaging import messages
 from app.messaging.queues import items_queue
 from project import logs, tracing
 
@@ -94,7 +94,6 @@ def publish_item(payload: dict) -> None:
         _publish(task, options, task_id, retried)
     metrics.publish_seconds.observe(time.perf_counter() - started)
     metrics.published.inc()
-    message_sizes.items_per_message.published(1)
 
 
 def _publish(task: Task, options: dict[str, Any], task_id: str, retried: list[BaseException]) -> None:

@@ -1,5 +1,5 @@
 """The accept -> visible probe: follows the listing from the first page down to the probe's place, and counts
-the delay to the request of the first page whose listing has the item (an HTTP stand-in for the stack)."""
+the delay to the request of the page that first had the item (an HTTP stand-in for the stack)."""
 
 import httpx
 
@@ -31,7 +31,7 @@ def _stack(pages_until_visible: int, newer_pages: int):
 
 def test_the_probe_follows_next_links_past_newer_items_down_to_its_own():
     client, _ = _stack(pages_until_visible=1, newer_pages=30)
-    assert visibility.listed(client, "http://stack", PROBE_ID)
+    assert visibility.listed(client, "http://stack", PROBE_ID) is not None
 
 
 def test_an_older_page_without_the_item_is_not_yet_visible_and_the_probe_polls_again():

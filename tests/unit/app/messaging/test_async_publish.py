@@ -9,7 +9,7 @@ from typing import Any, cast
 import aiormq
 from pamqp.commands import Basic
 
-from app.exceptions import QueueFull
+from app.exceptions import PublishUnconfirmed, QueueFull
 from app.messaging import messages
 from app.messaging.async_publish import PERSISTENT, AsyncPublisher, _task_message
 
@@ -129,7 +129,7 @@ def test_a_post_cancelled_before_its_batch_leaves_is_not_sent():
     assert messages.items_of(body) == [kept]
 
 
-def test_with_tracing_a_batch_has_a_producer_span_linked_to_each_posts_publish_and_carried_in_the_message(spans):
+def test_with_tracing_a_batch_has_a_producer_span_under_a_posts_publish_linked_to_the_others_and_carried_on(spans):
     channel = RecordingChannel()
 
     async def main():
@@ -141,6 +141,38 @@ def test_with_tracing_a_batch_has_a_producer_span_linked_to_each_posts_publish_a
     finished = spans.get_finished_spans()
     (batch,) = [s for s in finished if s.attributes.get("items.batch_items") == 3]
     posts = [s for s in finished if "items.item_id" in s.attributes]
-    assert len(posts) == 3 and batch.parent is None
-    assert {link.context.span_id for link in batch.links} == {s.context.span_id for s in posts}
+    assert len(posts) == 3
+    # The child of one POST's publish, so sampled with it (parent-based sampling), and linked to the other two.
+    assert batch.parent.span_id == posts[0].context.span_id and batch.context.trace_id == posts[0].context.trace_id
+    assert {link.context.span_id for link in batch.links} == {s.context.span_id for s in posts[1:]}
     assert headers[messages.TRACEPARENT_HEADER].split("-")[2] == f"{batch.context.span_id:016x}"
+
+
+def test_each_post_of_a_refused_batch_raises_its_own_error():
+    channel = RecordingChannel(outcome=aiormq.exceptions.DeliveryError(None, Basic.Nack()))
+
+    async def main():
+        publisher = _publisher(channel)
+        return await asyncio.gather(
+            *(publisher.publish(_payload(n), request_id=None) for n in range(3)), return_exceptions=True
+        )
+
+    errors = asyncio.run(main())
+    assert [type(e) for e in errors] == [QueueFull] * 3
+    assert len({id(e) for e in errors}) == 3  # one instance per task: a shared one would carry their tracebacks
+
+
+def test_a_batch_cut_off_by_the_loop_closing_answers_its_posts_unconfirmed():
+    class HangingChannel(RecordingChannel):
+        async def basic_publish(self, body, *, properties, **_):
+            await asyncio.Event().wait()
+
+    async def main():
+        publisher = _publisher(HangingChannel())
+        posts = [asyncio.ensure_future(publisher.publish(_payload(n), request_id=None)) for n in range(2)]
+        await asyncio.sleep(0.01)  # the batch is out, waiting for its confirm
+        for task in publisher._sending:
+            task.cancel()
+        return await asyncio.gather(*posts, return_exceptions=True)
+
+    assert [type(e) for e in asyncio.run(main())] == [PublishUnconfirmed] * 2

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.exceptions import QueueFull
-from app.messaging import backpressure, message_sizes
+from app.messaging import backpressure
 from app.messaging.backpressure import Backpressure, DepthSampler, admission_delay_s
 from tests.support import assert_envelope
 
@@ -92,10 +92,7 @@ def test_a_hung_broker_holds_a_post_at_most_max_wait_and_is_not_asked_twice_mean
 def admission(depth: int) -> tuple[Backpressure, list[float]]:
     slept: list[float] = []
     sampler = DepthSampler(lambda: depth, interval_s=0.1, clock=FakeClock())
-    gate = Backpressure(
-        sampler, low=100, high=200, max_delay_s=0.1, sleep=slept.append, per_message=message_sizes.ItemsPerMessage()
-    )
-    return gate, slept
+    return Backpressure(sampler, low=100, high=200, max_delay_s=0.1, sleep=slept.append), slept
 
 
 def test_between_the_watermarks_a_post_waits_and_is_counted_as_delayed():
@@ -120,22 +117,6 @@ def test_over_high_a_post_is_refused_with_queue_full_and_counted():
         gate.admit()
     assert slept == []
     assert metric("items_backpressure_rejected_total") == before + 1
-
-
-def test_the_watermarks_count_items_messages_times_the_items_per_message_being_published():
-    per_message = message_sizes.ItemsPerMessage()
-    for _ in range(200):  # a busy web tier: the POSTs of each loop turn share a message
-        per_message.published(3)
-    assert per_message.mean == pytest.approx(3, abs=0.01)
-    slept: list[float] = []
-    sampler = DepthSampler(lambda: 50, interval_s=0.1, clock=FakeClock())
-    gate = Backpressure(sampler, low=100, high=200, max_delay_s=0.1, sleep=slept.append, per_message=per_message)
-    gate.admit()  # 50 messages of 3: 150 items, half way between the watermarks
-    assert slept == [pytest.approx(0.05, abs=0.001)]
-    for _ in range(200):  # the load falls to one POST per turn: the estimate follows
-        per_message.published(1)
-    assert per_message.mean == pytest.approx(1, abs=0.01)
-    assert gate.delay_s(wait=True) == 0.0
 
 
 @pytest.mark.django_db

@@ -229,7 +229,7 @@ def test_in_a_message_of_several_posts_only_the_item_that_cannot_be_stored_is_de
 ):
     good, poison = [_item(), _item()], _item(created_at="not a time")
     message = RecordedMessage(log, messages.task_body([good[0], poison, good[1]]))
-    message.headers = {"id": "task-id", **messages.batch_headers(["rid-a", "rid-b", None])}
+    message.headers = {"id": "task-id", "argsrepr": "[[all three]]", **messages.batch_headers(["rid-a", "rid-b", None])}
     consumer.on_message(message.body, message)
     consumer.flush()
 
@@ -239,6 +239,7 @@ def test_in_a_message_of_several_posts_only_the_item_that_cannot_be_stored_is_de
     assert messages.items_of(dead["body"]) == [poison]  # replaying it stores the poison alone, not the rest again
     assert messages.request_ids_of(dead["headers"], 1) == ["rid-b"]
     assert dead["headers"][messages.REASON_HEADER] == "unstorable" and dead["headers"]["id"] == "task-id"
+    assert "argsrepr" not in dead["headers"]  # it named the stored items too
 
 
 def test_a_batch_is_flushed_at_batch_max_items_whatever_the_number_of_messages(consumer, log, monkeypatch):

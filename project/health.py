@@ -82,17 +82,28 @@ class _KeptBroker:
 
     def __call__(self) -> None:
         with self.lock:
+            kept = self.connection is not None
             try:
-                if self.connection is None:
-                    self.connection = Connection(settings.BROKER_URL, connect_timeout=settings.READYZ_TIMEOUT_S)
-                self.connection.ensure_connection(max_retries=1)
-                channel: Any = self.connection.channel()  # kombu's stubs lack most of a channel's methods
-                channel.close()
+                self._round_trip()
             except Exception:
-                if self.connection is not None:
-                    self.connection.release()
-                self.connection = None
-                raise
+                if not kept:
+                    raise
+                # The kept connection may be one the broker dropped since (it restarted): that is not the broker
+                # being down, so one more try, on a new connection, decides.
+                self._round_trip()
+
+    def _round_trip(self) -> None:
+        try:
+            if self.connection is None:
+                self.connection = Connection(settings.BROKER_URL, connect_timeout=settings.READYZ_TIMEOUT_S)
+            self.connection.ensure_connection(max_retries=1)
+            channel: Any = self.connection.channel()  # kombu's stubs lack most of a channel's methods
+            channel.close()
+        except Exception:
+            if self.connection is not None:
+                self.connection.release()
+            self.connection = None
+            raise
 
 
 _check_broker = _KeptBroker()

@@ -70,3 +70,55 @@ def test_the_broker_probe_keeps_its_connection_between_runs(settings, monkeypatc
     for _ in range(5):
         probe()
     assert opened == ["amqp://broker.example//"]
+
+
+def test_a_kept_broker_connection_the_broker_dropped_is_replaced_before_the_broker_is_called_down(
+    monkeypatch, settings
+):
+    opened: list[str] = []
+
+    class DroppedOnce:
+        """A connection whose first channel fails, as one to a broker that restarted since it was opened."""
+
+        def __init__(self, url, connect_timeout):
+            opened.append(url)
+            self.failures = 1 if len(opened) == 1 else 0
+
+        def ensure_connection(self, max_retries):
+            return self
+
+        def channel(self):
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionResetError("connection reset by peer")
+            return self
+
+        def close(self):
+            pass
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(health, "Connection", DroppedOnce)
+    settings.BROKER_URL = "amqp://broker.example//"
+    probe = health._KeptBroker()
+    probe.connection = DroppedOnce(settings.BROKER_URL, connect_timeout=1)  # kept from an earlier probe
+    probe()  # no error: the second try, on a new connection, reached the broker
+    assert len(opened) == 2
+
+
+def test_a_broker_that_refuses_a_new_connection_is_down(monkeypatch, settings):
+    class Refused:
+        def __init__(self, url, connect_timeout):
+            pass
+
+        def ensure_connection(self, max_retries):
+            raise ConnectionRefusedError("refused")
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(health, "Connection", Refused)
+    settings.BROKER_URL = "amqp://broker.example//"
+    with pytest.raises(ConnectionRefusedError):
+        health._KeptBroker()()

@@ -55,7 +55,10 @@ CHECK_INTERVAL_S = 0.5
 # reads that page from the primary. Streaming replay on one host or network takes milliseconds; a replica that
 # needs longer is behind, and the primary answers at once rather than adding this to every miss.
 CATCHUP_WAIT_S = 0.2
-_CATCHUP_POLL_FIRST_S, _CATCHUP_POLL_MAX_S = 0.005, 0.04
+# Polled from 1 ms doubling to 5 ms: the replica replays a commit within a millisecond or two, and each rebuild after
+# a bump waits for the poll that sees it. From 5 ms doubling to 40 ms, a page rebuild under 2,500 writes a second
+# took 27 ms at the median (3.8 ms with these), which a client reading dozens of pages pays on each.
+_CATCHUP_POLL_FIRST_S, _CATCHUP_POLL_MAX_S = 0.001, 0.005
 # The longest a query on the replica may take before it is cut off (its socket shut down) and the read goes to the
 # primary. Needed because PgBouncer keeps a query whose server has just died waiting for a new server connection
 # for its whole query_wait_timeout (10 s), and ignores a cancel meanwhile (measured with PgBouncer 1.18). Far above
@@ -314,7 +317,7 @@ class ReplicaHealth:
         return REPLICA
 
     def _catch_up(self, min_lsn: int) -> bool:
-        """Whether the replica replays `min_lsn` within CATCHUP_WAIT_S (polled, from 5 ms doubling to 40 ms)."""
+        """Whether the replica replays `min_lsn` within CATCHUP_WAIT_S (polled, from 1 ms doubling to 5 ms)."""
         deadline = time.monotonic() + CATCHUP_WAIT_S
         poll_s = _CATCHUP_POLL_FIRST_S
         while True:

@@ -45,66 +45,53 @@ def test_probes_within_the_cache_interval_share_one_run_of_the_checks(client, se
     assert len(runs) == 1
 
 
-def test_the_broker_probe_keeps_its_connection_between_runs(settings, monkeypatch):
-    opened = []
+class FakeBrokerConnection:
+    """kombu's Connection as the broker probe uses it; `failures`: how many channels fail first, as on a connection
+    the broker closed since it was opened (it restarted)."""
 
-    class FakeConnection:
-        def __init__(self, url, connect_timeout):
-            opened.append(url)
+    opened: list[str] = []
 
-        def ensure_connection(self, max_retries):
-            return self
+    def __init__(self, url, connect_timeout):
+        self.opened.append(url)
+        self.failures = 0
 
-        def channel(self):
-            return self
+    def ensure_connection(self, max_retries):
+        return self
 
-        def close(self):
-            pass
+    def channel(self):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionResetError("connection reset by peer")
+        return self
 
-        def release(self):
-            pass
+    def close(self):
+        pass
 
-    monkeypatch.setattr(health, "Connection", FakeConnection)
+    def release(self):
+        pass
+
+
+@pytest.fixture
+def fake_broker(settings, monkeypatch) -> type[FakeBrokerConnection]:
+    monkeypatch.setattr(health, "Connection", FakeBrokerConnection)
+    monkeypatch.setattr(FakeBrokerConnection, "opened", [])
     settings.BROKER_URL = "amqp://broker.example//"
+    return FakeBrokerConnection
+
+
+def test_the_broker_probe_keeps_its_connection_between_runs(fake_broker):
     probe = health._KeptBroker()
     for _ in range(5):
         probe()
-    assert opened == ["amqp://broker.example//"]
+    assert fake_broker.opened == ["amqp://broker.example//"]
 
 
-def test_a_kept_broker_connection_the_broker_dropped_is_replaced_before_the_broker_is_called_down(
-    monkeypatch, settings
-):
-    opened: list[str] = []
-
-    class DroppedOnce:
-        """A connection whose first channel fails, as one to a broker that restarted since it was opened."""
-
-        def __init__(self, url, connect_timeout):
-            opened.append(url)
-            self.failures = 1 if len(opened) == 1 else 0
-
-        def ensure_connection(self, max_retries):
-            return self
-
-        def channel(self):
-            if self.failures:
-                self.failures -= 1
-                raise ConnectionResetError("connection reset by peer")
-            return self
-
-        def close(self):
-            pass
-
-        def release(self):
-            pass
-
-    monkeypatch.setattr(health, "Connection", DroppedOnce)
-    settings.BROKER_URL = "amqp://broker.example//"
+def test_a_kept_broker_connection_the_broker_dropped_is_replaced_before_the_broker_is_called_down(fake_broker):
     probe = health._KeptBroker()
-    probe.connection = DroppedOnce(settings.BROKER_URL, connect_timeout=1)  # kept from an earlier probe
+    probe()  # the connection is kept...
+    probe.connection.failures = 1  # type: ignore[union-attr]  # ...and the broker restarts under it
     probe()  # no error: the second try, on a new connection, reached the broker
-    assert len(opened) == 2
+    assert len(fake_broker.opened) == 2
 
 
 def test_a_broker_that_refuses_a_new_connection_is_down(monkeypatch, settings):

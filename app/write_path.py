@@ -5,7 +5,8 @@ of its own (kombu's confirm mode waits after each publish), so the shedder's few
 spent waiting on RabbitMQ. Here a POST is validated by the same serializer (app/inputs.py), counted against the
 same rate limit (app/post_limit.py), admitted by the same backpressure and bound to its Idempotency-Key by the
 same records (app/services.aitem_accept), then published on the process's one confirming channel
-(app/messaging/async_publish.py), where hundreds of confirms are in flight at once. A POST without an
+(app/messaging/async_publish.py), in one message with the other POSTs of its event-loop turn, where hundreds of
+confirms are in flight at once. A POST without an
 Idempotency-Key, from a client the rate limit does not count, touches no thread at all.
 
 Only what this path can vouch for is answered here: a JSON body the serializer accepts, an allowed Host, an

@@ -1,8 +1,9 @@
 """Confirmed publish on the event loop: one AMQP connection and channel per web process, in confirm mode, with
 the confirms pipelined. Hundreds of POSTs can wait for their confirm at once on that one channel, none of them
-holding a thread, and RabbitMQ acknowledges them in bulk (`basic.ack` with `multiple`), so the write path costs
-one frame out and a share of one frame back per item instead of a round trip (and, with kombu, three more for a
-declare and a bind) per request. The guarantees are those of app/messaging/publish.py: a persistent message,
+holding a thread, and RabbitMQ acknowledges them in bulk (`basic.ack` with `multiple`); the POSTs of one loop
+turn share one message (group commit, AsyncPublisher below), so the write path costs a share of one frame set
+out and back per item instead of a round trip (and, with kombu, three more for a declare and a bind) per
+request. The guarantees are those of app/messaging/publish.py: a persistent message,
 mandatory routing (a message no queue takes comes back and is a 503), and success only on the broker's ack.
 
 Why aiormq: kombu and py-amqp are synchronous, so every waiting confirm is a blocked thread, and their confirm
@@ -11,7 +12,8 @@ publish that the hot path does not need. aiormq, maintained with aio-pika, track
 itself, `multiple` acks and nacks included, and fails the confirm of a returned mandatory message (PublishError).
 
 The message is the Celery `items.store` task message the kombu path sends (headers, properties and body from
-Celery's own `as_task_v2`), so the worker's consumer step cannot tell the two apart.
+Celery's own `as_task_v2`), with the items of several POSTs in its list and their request ids in `x-request-ids`
+when there are several, so the worker's consumer step reads both alike.
 """
 
 import asyncio

@@ -237,15 +237,10 @@ def _batch_span(batch: list[_Waiting]) -> Iterator[dict[str, Any]]:
     item order, and (with tracing on) a producer span of the batch, the child of the first sampled POST's publish
     span (so that it is sampled with it) and linked to the others'."""
     contexts = [w.span_context for w in batch if w.span_context is not None]
-    if len(batch) == 1:
-        (waiting,) = batch
-        headers: dict[str, Any] = messages.publish_headers(request_id=waiting.request_id)
+    headers: dict[str, Any] = messages.request_id_headers([w.request_id for w in batch])
+    if len(batch) == 1 or not contexts:
         if contexts:
             tracing.inject(headers, context=trace.set_span_in_context(NonRecordingSpan(contexts[0])))
-        yield headers
-        return
-    headers = messages.batch_headers([w.request_id for w in batch])
-    if not contexts:
         yield headers
         return
     parent = next((c for c in contexts if c.trace_flags.sampled), contexts[0])

@@ -8,9 +8,10 @@ killed mid-batch leaves them unacked and RabbitMQ redelivers them; the insert ig
 Failure policy:
 - a transient database error (connection refused or lost: PgBouncer or PostgreSQL down) retries the whole batch
   with exponential backoff and jitter, for as long as it takes, holding the messages unacked — nothing is lost;
-- any other error isolates the batch: each item is stored alone, up to MAX_ATTEMPTS tries, and one that still
-  fails (it can never be stored) is copied to the dead-letter queue with the error, in a message of the items of
-  its message that failed, and its message acked, while the rest are stored. `manage.py items_deadletters`
+- any other error isolates the batch: each message is stored alone, and the items of one that still fails each
+  alone, up to MAX_ATTEMPTS tries; an item that still fails (it can never be stored) is copied to the dead-letter
+  queue with the error, in a message of the items of its message that failed, and its message acked, while the
+  rest are stored. `manage.py items_deadletters`
   lists, shows and replays them;
 - a failed bump of the response cache's version after a commit is retried with backoff before the acks, then
   owed and retried on every tick (app.cache.bump_version): the batch is acked either way.
@@ -182,7 +183,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         # cache outage into a write outage (queue_full), and the rows are committed. Staleness stays bounded: the
         # owed bump is retried on every tick until Redis answers, and a restarted worker bumps at start.
         for delivery in batch:
-            _stored(delivery, delivery.items)
+            _stored(delivery)
             _ack(delivery.message)
         metrics.batch_size.observe(sum(len(delivery.items) for delivery in batch))
 
@@ -205,7 +206,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         dead-lettered."""
         for delivery in batch:
             if len(delivery.items) > 1 and self._store_alone(delivery.items, attempts=1) is None:
-                _stored(delivery, delivery.items)
+                _stored(delivery)
                 _ack(delivery.message)
                 continue
             failed: list[tuple[dict, str | None]] = []
@@ -222,8 +223,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
                 if delivery.span is not None:
                     delivery.span.record_exception(error)
                     delivery.span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
-            failed_ids = {id(item) for item, _ in failed}
-            _stored(delivery, [item for item in delivery.items if id(item) not in failed_ids])
+            _stored(delivery, failed=frozenset(id(item) for item, _ in failed))
             if len(failed) < len(delivery.items):
                 _ack(delivery.message)  # (a wholly dead-lettered message was acked by _dead_letter)
 
@@ -276,12 +276,7 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         # Not the original's request ids, nor Celery's argsrepr: both name every item of it, the stored ones too.
         dropped = (*messages.REQUEST_ID_HEADERS, "argsrepr")
         original = {k: v for k, v in (message.headers or {}).items() if k not in dropped}
-        items, request_ids = [item for item, _ in failed], [rid for _, rid in failed]
-        ids = (
-            messages.publish_headers(request_id=request_ids[0])
-            if len(items) == 1
-            else messages.batch_headers(request_ids)
-        )
+        items, ids = [item for item, _ in failed], messages.request_id_headers([rid for _, rid in failed])
         assert self.dead_letter_producer is not None  # made with the consumers, before any delivery
         self.dead_letter_producer.publish(
             messages.task_body(items),
@@ -294,13 +289,12 @@ class ItemsBatchConsumer(bootsteps.ConsumerStep):
         metrics.dead_lettered.labels(reason="unstorable").inc()
 
 
-def _stored(delivery: Delivery, stored: list[dict]) -> None:
-    """One line per stored item of the delivery, under the request that sent it; the end of its message's span."""
-    request_of = {id(item): rid for item, rid in zip(delivery.items, delivery.request_ids, strict=True)}
-    for item in stored:
-        request_id = request_of[id(item)]
-        logger.info(
-            "item stored", extra={"item_id": item.get("id"), **({"request_id": request_id} if request_id else {})}
-        )
+def _stored(delivery: Delivery, failed: frozenset[int] = frozenset()) -> None:
+    """One line per stored item of the delivery (all but those in `failed`, by id()), under the request that sent
+    it; the end of its message's span."""
+    for item, request_id in zip(delivery.items, delivery.request_ids, strict=True):
+        if id(item) not in failed:
+            by = {"request_id": request_id} if request_id else {}
+            logger.info("item stored", extra={"item_id": item.get("id"), **by})
     if delivery.span is not None:
         delivery.span.end()

@@ -35,14 +35,14 @@ def item_payload(*, item_id: str, name: str, description: str, created_at: str) 
     return {"id": item_id, "name": name, "description": description, "created_at": created_at}
 
 
-def publish_headers(*, request_id: str | None) -> dict[str, str]:
-    """Our headers of a message published while serving the request with this id (None: none known)."""
-    return {REQUEST_ID_HEADER: request_id} if request_id else {}
-
-
-def batch_headers(request_ids: list[str | None]) -> dict[str, object]:
-    """Our headers of a message of several POSTs' items, their request ids in item order."""
-    return {REQUEST_IDS_HEADER: [rid or "" for rid in request_ids]} if any(request_ids) else {}
+def request_id_headers(request_ids: list[str | None]) -> dict[str, object]:
+    """Our headers of a message of these items, sent by the POSTs with these request ids (None: none known):
+    `x-request-id` for one item, `x-request-ids` in item order ("" for none) for several."""
+    if not any(request_ids):
+        return {}
+    if len(request_ids) == 1:
+        return {REQUEST_ID_HEADER: request_ids[0]}
+    return {REQUEST_IDS_HEADER: [rid or "" for rid in request_ids]}
 
 
 def request_ids_of(headers: dict | None, count: int) -> list[str | None]:

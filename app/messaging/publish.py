@@ -74,7 +74,7 @@ def publish_item(payload: dict) -> None:
     task = current_app.tasks[messages.TASK_NAME]
     task_id = str(uuid.uuid4())
     retried: list[BaseException] = []  # kombu's errback sees each failure it retries after
-    headers = messages.publish_headers(request_id=logs.request_id.get())
+    headers = messages.request_id_headers([logs.request_id.get()])
     options: dict[str, Any] = {
         "args": messages.task_args([payload]),
         "task_id": task_id,

@@ -229,7 +229,11 @@ def test_in_a_message_of_several_posts_only_the_item_that_cannot_be_stored_is_de
 ):
     good, poison = [_item(), _item()], _item(created_at="not a time")
     message = RecordedMessage(log, messages.task_body([good[0], poison, good[1]]))
-    message.headers = {"id": "task-id", "argsrepr": "[[all three]]", **messages.batch_headers(["rid-a", "rid-b", None])}
+    message.headers = {
+        "id": "task-id",
+        "argsrepr": "[[all three]]",
+        **messages.request_id_headers(["rid-a", "rid-b", None]),
+    }
     consumer.on_message(message.body, message)
     consumer.flush()
 

@@ -46,6 +46,23 @@ local stored = tonumber(redis.call('GET', KEYS[2]) or '0')
 if lsn < 0 or stored < 0 or lsn > stored then redis.call('SET', KEYS[2], ARGV[1]) end
 return version
 """
+# A page's or item's entry, and the rebuild lock when the entry is not fresh, in one round trip: the version (and
+# its LSN, versioned entries only: "0" and none otherwise), the entry, and whether this request now holds the lock.
+# Not a fresh entry: missing, or written under another version (the prefix encode() gives it). Under load each
+# round trip from a request thread waits its turn for the GIL, and a cache-miss page made four.
+_LOOKUP_OR_LOCK = """
+local version, lsn = '0', false
+if ARGV[1] == '1' then
+    version = redis.call('GET', KEYS[1]) or '0'
+    lsn = redis.call('GET', KEYS[2])
+end
+local entry = redis.call('GET', KEYS[3])
+if entry and string.sub(entry, 1, #version + 1) == version .. '\\n' then
+    return {version, lsn, entry, 0}
+end
+local locked = redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[2])
+return {version, lsn, entry, locked and 1 or 0}
+"""
 # How long a rebuilding request may hold the lock; past it another request may rebuild.
 LOCK_TTL_MS = 2000
 # How long a request with nothing to serve waits for the rebuild of another before querying itself
@@ -224,27 +241,35 @@ def _built(body: bytes | None) -> tuple[str, bytes] | None:
 
 
 def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: bool) -> tuple[str, bytes] | None:
-    raw_version, raw_lsn, entry = client.mget(VERSION_KEY, VERSION_LSN_KEY, key)
+    lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
+    raw_version, raw_lsn, entry, locked = client.eval(
+        _LOOKUP_OR_LOCK, 4, VERSION_KEY, VERSION_LSN_KEY, key, lock_key, int(versioned), LOCK_TTL_MS
+    )
     # Read before building: if the worker bumps during the build, the entry is born stale, never wrong.
-    version = int(raw_version or 0) if versioned else 0
+    version = int(raw_version)
     min_lsn = int(raw_lsn or 0) if versioned else None
     try:
         decoded = decode(entry) if entry is not None else None
     except ValueError:
-        decoded = entry = None  # not an entry of ours: rebuild it
-    if decoded is not None and decoded[0] == version:
+        decoded = entry = None  # not an entry of ours: rebuilt
+    if not locked and decoded is not None and decoded[0] == version:
         metrics.response_cache_results.labels(result="hit").inc()
         return decoded[1], decoded[2]
-    lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
-    if client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS):
+    if locked:
         try:
             fresh = _built(build(min_lsn))
-            if fresh is not None:
-                client.set(key, encode(version, *fresh), ex=settings.RESPONSE_CACHE_TTL_S)
-            metrics.response_cache_results.labels(result="miss").inc()
-            return fresh
-        finally:
+        except BaseException:
             client.delete(lock_key)
+            raise
+        # The entry and the lock's release in one round trip, in this order (a waiter that sees the lock gone
+        # finds the entry): Redis runs one connection's commands in the order they were sent.
+        pipeline = client.pipeline(transaction=False)
+        if fresh is not None:
+            pipeline.set(key, encode(version, *fresh), ex=settings.RESPONSE_CACHE_TTL_S)
+        pipeline.delete(lock_key)
+        pipeline.execute()
+        metrics.response_cache_results.labels(result="miss").inc()
+        return fresh
     if entry is not None:
         metrics.response_cache_results.labels(result="stale").inc()
         _, etag, body = decode(entry)

@@ -204,3 +204,45 @@ def test_a_hit_makes_no_database_query_and_no_thread_hop(stack, settings, monkey
     assert calls == {"hops": 0, "queries": 0, "django": 0}
     assert sent[0]["status"] == 200
     assert sent[1]["body"] == body
+
+
+def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, settings, monkeypatch):
+    """In-process, against the stack's Redis, as a Django view calls it: the lookup that also takes the rebuild
+    lock, then the entry with the lock's release; a hit is the lookup alone, and takes no lock. Under load each
+    round trip from a request thread waits its turn for the GIL."""
+    from redis.connection import Connection
+
+    from app import cache
+
+    settings.REDIS_URL = stack.env["REDIS_URL"]
+    monkeypatch.setattr(cache, "_client", None)
+    client = cache._redis()
+    client.ping()  # connected before counting
+    version = _quiet_cache_version(stack)  # no bump between the miss and the hit
+    sends: list[bytes] = []
+    original_send = Connection.send_packed_command
+
+    def counted_send(self, command, *args, **kwargs):
+        sends.append(command)
+        return original_send(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counted_send)
+    key = cache.page_key(20, f"round-trips-{time.time_ns()}")
+    body = b'{"results":[],"next":null}'
+    builds: list[int | None] = []
+
+    def build(min_lsn: int | None) -> bytes:
+        builds.append(min_lsn)
+        return body
+
+    missed = cache.get_or_build(key, build, versioned=True)
+    assert len(sends) == 2, sends
+    assert not client.exists("lock:" + key)
+    entry_version, _, cached = cache.decode(client.get(key))
+    assert (entry_version, cached) == (int(version or 0), body)
+
+    sends.clear()
+    hit = cache.get_or_build(key, build, versioned=True)
+    assert len(sends) == 1, sends
+    assert hit == missed == (cache.etag_for(body), body)
+    assert len(builds) == 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import subprocess
 import sys
 import threading
@@ -60,16 +59,16 @@ def _depth_sampler(broker_url: str, samples: list[tuple[float, int]], stop: thre
             stop.wait(SAMPLE_EVERY_S)
 
 
-def _visibility_probes(base_url: str, results: list[float | None], stop: threading.Event) -> None:
-    """Every PROBE_EVERY_S until `stop`: a probe of loadtest.visibility in a thread of its own (seconds from 202
-    to seen, or None if never seen) into `results`; a probe whose POST was refused adds nothing."""
+def _visibility_probes(base_url: str, results: list[visibility.Seen | None], stop: threading.Event) -> None:
+    """Every PROBE_EVERY_S until `stop`: a probe of loadtest.visibility in a thread of its own (when its item was
+    seen, or None if never) into `results`; a probe whose POST was refused adds nothing."""
     import httpx
 
     def one() -> None:
         with httpx.Client(timeout=10) as client, contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            delay = visibility.probe(client, base_url)
-            if delay != visibility.REFUSED:
-                results.append(delay)
+            result = visibility.probe(client, base_url)
+            if result != visibility.REFUSED:
+                results.append(result if isinstance(result, visibility.Seen) else None)
 
     threads = []
     while not stop.is_set():
@@ -80,15 +79,9 @@ def _visibility_probes(base_url: str, results: list[float | None], stop: threadi
         thread.join(visibility.GIVE_UP_S + 15)
 
 
-def _visible_ms(results: list[float | None]) -> dict:
-    seen = sorted(r for r in results if r is not None)
-    return {
-        "probes": len(results),
-        "never_visible": len(results) - len(seen),
-        "p50": round(statistics.median(seen) * 1000, 1) if seen else None,
-        "p99": round(visibility.percentile(seen, 0.99) * 1000, 1) if seen else None,
-        "max": round(seen[-1] * 1000, 1) if seen else None,
-    }
+def _visible_ms(results: list[visibility.Seen | None]) -> dict:
+    seen = [r for r in results if r is not None]
+    return {"probes": len(results), "never_visible": len(results) - len(seen), **visibility.delays_ms(seen)}
 
 
 def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
@@ -106,7 +99,7 @@ def run(duration_s: int, concurrency: int, out_dir: Path) -> int:
         target=_depth_sampler, args=(stack.env["BROKER_URL"], samples, stop, started), daemon=True
     )
     sampler.start()
-    visible_after: list[float | None] = []  # one per accepted probe item
+    visible_after: list[visibility.Seen | None] = []  # one per accepted probe item
     load_over = threading.Event()
     probe = threading.Thread(target=_visibility_probes, args=(stack.http_url, visible_after, load_over), daemon=True)
     probe.start()

@@ -7,12 +7,14 @@ Nginx's micro-cache and the app cache, replica or not) every 20 ms until the ite
 p99 and worst of those delays, and how many never showed within 10 s. Under a few hundred writes a second newer
 items push a probe's off the first page within a fraction of a second, so a first page that is all newer than the
 probe is followed by its `next` links down to the probe's id: the item is visible when the listing that page starts
-has it. The delay is counted to the request of the page that had it: never before the row was there (counted
-to the walk's first page instead, a row committed while the walk went down would count as seen before it
-existed). At thousands of writes a second the item is by then dozens of pages down, most of them not yet cached,
-so the figure includes reading those pages. Run it while writes load the stack (e.g. beside
-`python -m loadtest.sustained_writes`), which is when the worker's batches, the version bumps and the replica's
-replay are all busy. The figure to hold: p99 within 2 s (Nginx's 1 s micro-cache TTL plus the app's own path).
+has it. The delay is counted to the request of the page that had it: never before the row was there. At
+thousands of writes a second the item is by then dozens of pages down, most of them not yet cached, so that
+figure includes the client's reading of those pages. The report also gives the delay to the first page of the
+walk that found it, when the client held a listing with the item in it: the service's staleness without the
+reading, and a lower bound (a row committed while the walk went down would count as seen before it existed).
+Run it while writes load the stack (e.g. beside `python -m loadtest.sustained_writes`), which is when the
+worker's batches, the version bumps and the replica's replay are all busy.
+The figure to hold: p99 within 2 s (Nginx's 1 s micro-cache TTL plus the app's own path).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import httpx
 
@@ -33,12 +36,20 @@ POLL_S = 0.02
 GIVE_UP_S = 10.0
 
 
-REFUSED = -1.0  # the probe's POST was not accepted (e.g. 503 overloaded under the write load): nothing to see
+REFUSED = "refused"  # the probe's POST was not accepted (e.g. 503 overloaded under the write load): nothing to see
 
 
-def probe(client: httpx.Client, base_url: str) -> float | None:
-    """Seconds from the 202 of one new item to the request of the page that first had it; None if it never
-    showed, REFUSED if the POST was not accepted."""
+@dataclass(frozen=True)
+class Seen:
+    """When a probe's item showed, in seconds after its 202."""
+
+    page_s: float  # to the request of the page that had it: the figure held to 2 s
+    walk_s: float  # to the first page of the walk that found it (a lower bound, see above)
+
+
+def probe(client: httpx.Client, base_url: str) -> Seen | str | None:
+    """When the item of one new POST showed in the listing; None if it never did, REFUSED if the POST was not
+    accepted."""
     name = f"visibility probe {uuid.uuid4()}"
     accepted = client.post(f"{base_url}/items", json={"name": name})
     if accepted.status_code != 202:
@@ -46,8 +57,9 @@ def probe(client: httpx.Client, base_url: str) -> float | None:
     item_id = accepted.json()["id"]
     started = time.monotonic()
     while time.monotonic() - started < GIVE_UP_S:
+        walk_started = time.monotonic()
         if (seen_at := listed(client, base_url, item_id)) is not None:
-            return seen_at - started
+            return Seen(page_s=seen_at - started, walk_s=walk_started - started)
         time.sleep(POLL_S)
     return None
 
@@ -94,21 +106,21 @@ def main(argv: list[str]) -> int:
     if not base_url:
         print("visibility: no native stack (STACK_DIR/env) and no --base-url", file=sys.stderr)
         return 2
-    delays: list[float] = []
+    seen: list[Seen] = []
     missed = refused = 0
     lock = threading.Lock()
 
     def one() -> None:
         nonlocal missed, refused
         with httpx.Client(timeout=10) as client:
-            delay = probe(client, base_url)
+            result = probe(client, base_url)
         with lock:
-            if delay is None:
+            if result is None:
                 missed += 1
-            elif delay == REFUSED:
-                refused += 1
+            elif isinstance(result, Seen):
+                seen.append(result)
             else:
-                delays.append(delay)
+                refused += 1
 
     threads = []
     deadline = time.monotonic() + args.duration
@@ -119,17 +131,33 @@ def main(argv: list[str]) -> int:
         time.sleep(args.every)
     for thread in threads:
         thread.join(GIVE_UP_S + 15)
-    p99_s = round(percentile(delays, 0.99), 3) if delays else None
     summary = {
-        "probes": len(delays) + missed + refused,
+        "probes": len(seen) + missed + refused,
         "post_not_accepted": refused,
         "never_visible_within_s": {"limit_s": GIVE_UP_S, "count": missed},
-        "p50_s": round(statistics.median(delays), 3) if delays else None,
-        "p99_s": p99_s,
-        "max_s": round(max(delays), 3) if delays else None,
+        **delays_ms(seen),
     }
     print(json.dumps(summary, indent=2))
-    return 0 if not missed and p99_s is not None and p99_s <= 2.0 else 1
+    return 0 if not missed and seen and summary["p99"] <= 2000 else 1
+
+
+def delays_ms(seen: list[Seen]) -> dict:
+    """p50, p99 and max of the delays to the page that had the item, and the p50 and p99 to the first page of its
+    walk, in milliseconds (None without a probe seen)."""
+    pages, walks = [s.page_s for s in seen], [s.walk_s for s in seen]
+
+    def ms(value: float) -> float:
+        return round(value * 1000, 1)
+
+    if not seen:
+        return {"p50": None, "p99": None, "max": None, "walk_start_p50": None, "walk_start_p99": None}
+    return {
+        "p50": ms(statistics.median(pages)),
+        "p99": ms(percentile(pages, 0.99)),
+        "max": ms(max(pages)),
+        "walk_start_p50": ms(statistics.median(walks)),
+        "walk_start_p99": ms(percentile(walks, 0.99)),
+    }
 
 
 if __name__ == "__main__":

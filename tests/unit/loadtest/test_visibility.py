@@ -36,9 +36,18 @@ def test_the_probe_follows_next_links_past_newer_items_down_to_its_own():
 
 def test_an_older_page_without_the_item_is_not_yet_visible_and_the_probe_polls_again():
     client, first_pages = _stack(pages_until_visible=3, newer_pages=2)
-    delay = visibility.probe(client, "http://stack")
-    assert delay is not None and delay >= 2 * visibility.POLL_S
+    seen = visibility.probe(client, "http://stack")
+    assert isinstance(seen, visibility.Seen)
+    assert seen.page_s >= seen.walk_s >= 2 * visibility.POLL_S
     assert len(first_pages) == 3
+
+
+def test_the_report_gives_the_delays_to_the_page_that_had_the_item_and_to_its_walks_first_page():
+    seen = [visibility.Seen(page_s=1.0 + n / 100, walk_s=0.5 + n / 100) for n in range(100)]
+    report = visibility.delays_ms(seen)
+    assert (report["p50"], report["p99"], report["max"]) == (1495.0, 1980.0, 1990.0)
+    assert (report["walk_start_p50"], report["walk_start_p99"]) == (995.0, 1480.0)
+    assert visibility.delays_ms([])["p99"] is None
 
 
 def test_a_refused_post_is_reported_as_such():

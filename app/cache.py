@@ -17,6 +17,7 @@ from adding its timeout to every request.
 The sync functions serve the Django views (a worker thread); `AsyncLookup` serves app.fast_path on the event loop.
 """
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -240,6 +241,34 @@ def _built(body: bytes | None) -> tuple[str, bytes] | None:
     return (etag_for(body), body) if body is not None else None
 
 
+def _decoded(entry: bytes | str | None) -> tuple[int, str, bytes] | None:
+    """The entry decoded; None when there is none or it is not one of ours (then rebuilt like a missing one)."""
+    try:
+        return decode(entry) if entry is not None else None
+    except ValueError:
+        return None
+
+
+def _rebuild(
+    client: redis.Redis, key: str, lock_key: str, build: Callable[[], tuple[str, bytes] | None], version: int
+) -> tuple[str, bytes] | None:
+    """Build under the lock this request holds, store the entry and release the lock."""
+    try:
+        fresh = build()
+        # The entry and the lock's release in one round trip, in this order (a waiter that sees the lock gone
+        # finds the entry): Redis runs one connection's commands in the order they were sent.
+        pipeline = client.pipeline(transaction=False)
+        if fresh is not None:
+            pipeline.set(key, encode(version, *fresh), ex=settings.RESPONSE_CACHE_TTL_S)
+        pipeline.delete(lock_key)
+        pipeline.execute()
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            client.delete(lock_key)  # best effort: else it expires after LOCK_TTL_MS
+        raise
+    return fresh
+
+
 def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: bool) -> tuple[str, bytes] | None:
     lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
     raw_version, raw_lsn, entry, locked = client.eval(
@@ -248,32 +277,19 @@ def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: boo
     # Read before building: if the worker bumps during the build, the entry is born stale, never wrong.
     version = int(raw_version)
     min_lsn = int(raw_lsn or 0) if versioned else None
-    try:
-        decoded = decode(entry) if entry is not None else None
-    except ValueError:
-        decoded = entry = None  # not an entry of ours: rebuilt
-    if not locked and decoded is not None and decoded[0] == version:
-        metrics.response_cache_results.labels(result="hit").inc()
-        return decoded[1], decoded[2]
+    decoded = _decoded(entry)
+    if decoded is None and entry is not None and not locked:
+        # Not an entry of ours, though it looked fresh to the script (it checks only the version prefix):
+        # rebuilt, under the lock, as a missing one.
+        locked = client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS)
     if locked:
-        try:
-            fresh = _built(build(min_lsn))
-        except BaseException:
-            client.delete(lock_key)
-            raise
-        # The entry and the lock's release in one round trip, in this order (a waiter that sees the lock gone
-        # finds the entry): Redis runs one connection's commands in the order they were sent.
-        pipeline = client.pipeline(transaction=False)
-        if fresh is not None:
-            pipeline.set(key, encode(version, *fresh), ex=settings.RESPONSE_CACHE_TTL_S)
-        pipeline.delete(lock_key)
-        pipeline.execute()
+        fresh = _rebuild(client, key, lock_key, lambda: _built(build(min_lsn)), version)
         metrics.response_cache_results.labels(result="miss").inc()
         return fresh
-    if entry is not None:
-        metrics.response_cache_results.labels(result="stale").inc()
-        _, etag, body = decode(entry)
-        return etag, body
+    if decoded is not None:
+        fresh_or_stale = "hit" if decoded[0] == version else "stale"
+        metrics.response_cache_results.labels(result=fresh_or_stale).inc()
+        return decoded[1], decoded[2]
     deadline = time.monotonic() + WAIT_FOR_REBUILD_S
     poll_s = _POLL_FIRST_S
     while time.monotonic() < deadline:
@@ -282,11 +298,9 @@ def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: boo
         # Lock checked before the entry: the rebuilder writes the entry before it releases the lock, so a lock
         # seen gone and then no entry means there is nothing to wait for (a 404, or a rebuilder that died).
         lock_gone = not client.exists(lock_key)
-        entry = client.get(key)
-        if entry is not None:
+        if (decoded := _decoded(client.get(key))) is not None:
             metrics.response_cache_results.labels(result="waited").inc()
-            _, etag, body = decode(entry)
-            return etag, body
+            return decoded[1], decoded[2]
         if lock_gone:
             break
     metrics.response_cache_results.labels(result="miss").inc()

@@ -206,21 +206,34 @@ def test_a_hit_makes_no_database_query_and_no_thread_hop(stack, settings, monkey
     assert sent[1]["body"] == body
 
 
-def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, settings, monkeypatch):
-    """In-process, against the stack's Redis, as a Django view calls it: the lookup that also takes the rebuild
-    lock, then the entry with the lock's release; a hit is the lookup alone, and takes no lock. Under load each
-    round trip from a request thread waits its turn for the GIL."""
-    from redis.connection import Connection
-
+@pytest.fixture
+def in_process_cache(stack, settings, monkeypatch):
+    """app.cache in this process against the stack's Redis, a client of its own and no breaker left open."""
     from app import cache
 
     settings.REDIS_URL = stack.env["REDIS_URL"]
     monkeypatch.setattr(cache, "_client", None)
+    monkeypatch.setattr(cache.breaker, "open_until", 0.0)
+    return cache
+
+
+def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, in_process_cache, monkeypatch):
+    """As a Django view calls it: the lookup that also takes the rebuild lock, then the entry with the lock's
+    release; a hit is the lookup alone, and takes no lock. Under load each round trip from a request thread waits
+    its turn for the GIL."""
+    from redis.connection import Connection
+
+    cache = in_process_cache
     client = cache._redis()
     client.ping()  # connected before counting
     version = _quiet_cache_version(stack)  # no bump between the miss and the hit
-    sends: list[bytes] = []
     original_send = Connection.send_packed_command
+
+    class Uncounted(Connection):
+        send_packed_command = original_send
+
+    observer = redis.Redis.from_url(stack.env["REDIS_URL"], connection_class=Uncounted)
+    sends: list[bytes] = []
 
     def counted_send(self, command, *args, **kwargs):
         sends.append(command)
@@ -229,20 +242,34 @@ def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, settin
     monkeypatch.setattr(Connection, "send_packed_command", counted_send)
     key = cache.page_key(20, f"round-trips-{time.time_ns()}")
     body = b'{"results":[],"next":null}'
-    builds: list[int | None] = []
+    locked_while_building: list[bool] = []
 
     def build(min_lsn: int | None) -> bytes:
-        builds.append(min_lsn)
+        locked_while_building.append(bool(observer.exists("lock:" + key)))
         return body
 
     missed = cache.get_or_build(key, build, versioned=True)
     assert len(sends) == 2, sends
-    assert not client.exists("lock:" + key)
-    entry_version, _, cached = cache.decode(client.get(key))
+    assert locked_while_building == [True]
+    assert not observer.exists("lock:" + key)
+    entry_version, _, cached = cache.decode(observer.get(key))
     assert (entry_version, cached) == (int(version or 0), body)
 
     sends.clear()
     hit = cache.get_or_build(key, build, versioned=True)
     assert len(sends) == 1, sends
     assert hit == missed == (cache.etag_for(body), body)
-    assert len(builds) == 1
+    assert len(locked_while_building) == 1, "a hit builds nothing"
+
+
+def test_a_value_that_is_not_an_entry_of_ours_is_rebuilt_even_with_the_current_versions_prefix(stack, in_process_cache):
+    cache = in_process_cache
+    client = cache._redis()
+    version = int(_quiet_cache_version(stack) or 0)
+    key = cache.page_key(20, f"foreign-{time.time_ns()}")
+    body = b'{"results":[],"next":null}'
+    for foreign in (b"%d\n" % version, b"%d\nno-second-line" % version, b"%d\n\xff\xfe\nbody" % version):
+        client.set(key, foreign, ex=60)
+        assert cache.get_or_build(key, lambda min_lsn: body, versioned=True) == (cache.etag_for(body), body)
+        assert cache.decode(client.get(key))[2] == body
+        assert not client.exists("lock:" + key)

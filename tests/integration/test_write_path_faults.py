@@ -65,17 +65,21 @@ def _sigkill_when(
 ) -> threading.Thread:
     """SIGKILL component `name` each time the load passes a threshold; the supervisor restarts it. With
     `frozen_s`, it is first stopped (SIGSTOP) that long: it answers nothing meanwhile, so the requests it holds
-    at the kill are known to be waiting on it, not left to the chance of the instant."""
+    at the kill are known to be waiting on it, not left to the chance of the instant. The signals go to the
+    component's process group (each has its own): RabbitMQ's start script runs the Erlang VM as a child, so
+    stopping the script alone would leave the broker answering."""
 
     def run() -> None:
         for threshold in thresholds:
             while progress[0] < threshold:
                 time.sleep(0.01)
-            pid = stack.pid(name)
-            if frozen_s:
-                os.kill(pid, signal.SIGSTOP)
-                time.sleep(frozen_s)
-            os.kill(pid, signal.SIGKILL)
+            group = os.getpgid(stack.pid(name))
+            try:
+                if frozen_s:
+                    os.killpg(group, signal.SIGSTOP)
+                    time.sleep(frozen_s)
+            finally:
+                os.killpg(group, signal.SIGKILL)  # never left stopped: the supervisor does not see a stopped one
             time.sleep(0.5)
 
     killer = threading.Thread(target=run, daemon=True)

@@ -5,6 +5,7 @@ import asyncio
 import concurrent.futures
 import re
 import time
+from typing import cast
 
 import httpx
 import pytest
@@ -59,7 +60,7 @@ def test_a_hit_from_the_fast_path_has_the_headers_of_a_django_answer_and_honours
     assert httpx.get(url, headers={"If-None-Match": from_cache.headers["etag"]}).status_code == 304
 
 
-def _quiet_cache_version(stack) -> object:
+def _quiet_cache_version(stack) -> bytes | None:
     """The response cache's version once it has held still for a second: no worker batch in flight (earlier tests'
     POSTs still being stored would bump it, and a page built before a bump is rightly built again after it)."""
     cache = redis.Redis.from_url(stack.env["REDIS_URL"])
@@ -68,7 +69,7 @@ def _quiet_cache_version(stack) -> object:
         time.sleep(0.1)
         if (now := cache.get(VERSION_KEY)) != version:
             version, since = now, time.monotonic()
-    return version
+    return cast(bytes | None, version)
 
 
 def test_100_concurrent_misses_of_one_key_cost_one_query(stack):

@@ -56,9 +56,11 @@ def probe(client: httpx.Client, base_url: str) -> Seen | str | None:
         return REFUSED
     item_id = accepted.json()["id"]
     started = time.monotonic()
+    first_page_etag = None
     while time.monotonic() - started < GIVE_UP_S:
         walk_started = time.monotonic()
-        if (seen_at := listed(client, base_url, item_id)) is not None:
+        seen_at, first_page_etag = listed(client, base_url, item_id, unchanged=first_page_etag)
+        if seen_at is not None:
             return Seen(page_s=seen_at - started, walk_s=walk_started - started)
         time.sleep(POLL_S)
     return None
@@ -70,24 +72,38 @@ def probe(client: httpx.Client, base_url: str) -> Seen | str | None:
 MAX_PAGES = 200
 
 
-def listed(client: httpx.Client, base_url: str, item_id: str, max_pages: int = MAX_PAGES) -> float | None:
-    """When (time.monotonic) the page of the listing from the first page that has the item was asked for; None
-    when the listing does not have it yet. Pages are followed while all their items are newer (UUIDv7: id order is
-    time order, and the text order of the ids is theirs)."""
+def listed(
+    client: httpx.Client, base_url: str, item_id: str, max_pages: int = MAX_PAGES, *, unchanged: str | None = None
+) -> tuple[float | None, str | None]:
+    """When (time.monotonic) the page of the listing from the first page that has the item was asked for, None
+    when the listing does not have it yet; and the first page's ETag. Pages are followed while all their items
+    are newer (UUIDv7: id order is time order, and the text order of the ids is theirs).
+
+    `unchanged`: the first page's ETag at the last walk. The first page is then asked for as a polling client
+    asks, with If-None-Match, and a 304 (Nginx answers it from its micro-cache) is not walked again: most polls
+    find the first page as it was, and reading it whole fifty times a second made the probe a third of a core.
+    That can only count an item later, never earlier (a row stored below a first page that stood still shows at
+    the next one)."""
     url = f"{base_url}/items?limit=100"
-    for _ in range(max_pages):
+    first_page_etag = None
+    for n in range(max_pages):
         asked_at = time.monotonic()
-        response = client.get(url)
+        conditional = {"If-None-Match": unchanged} if n == 0 and unchanged else None
+        response = client.get(url, headers=conditional)
+        if n == 0:
+            if response.status_code == 304:
+                return None, unchanged
+            first_page_etag = response.headers.get("etag")
         if response.status_code != 200:
-            return None
+            return None, first_page_etag
         page = response.json()
         ids = [item["id"] for item in page["results"]]
         if item_id in ids:
-            return asked_at
+            return asked_at, first_page_etag
         if not ids or ids[-1] < item_id or not page["next"]:
-            return None  # the page reaches past the item's place without it: not visible yet
+            return None, first_page_etag  # the page reaches past the item's place without it: not visible yet
         url = base_url + page["next"]
-    return None
+    return None, first_page_etag
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -31,7 +31,7 @@ def _stack(pages_until_visible: int, newer_pages: int):
 
 def test_the_probe_follows_next_links_past_newer_items_down_to_its_own():
     client, _ = _stack(pages_until_visible=1, newer_pages=30)
-    assert visibility.listed(client, "http://stack", PROBE_ID) is not None
+    assert visibility.listed(client, "http://stack", PROBE_ID)[0] is not None
 
 
 def test_an_older_page_without_the_item_is_not_yet_visible_and_the_probe_polls_again():
@@ -53,3 +53,27 @@ def test_the_report_gives_the_delays_to_the_page_that_had_the_item_and_to_its_wa
 def test_a_refused_post_is_reported_as_such():
     client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(503, json={})))
     assert visibility.probe(client, "http://stack") == visibility.REFUSED
+
+
+def test_a_first_page_that_has_not_changed_is_asked_for_with_its_etag_and_not_walked_again():
+    """Polls 1-3 find the same first page (the second and third by a 304), poll 4 a new one with the item."""
+    asked = {"first": 0, "not_modified": 0, "below": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json={"id": PROBE_ID, "status": "accepted"})
+        if request.url.params.get("cursor") is not None:
+            asked["below"] += 1
+            return httpx.Response(200, json={"results": [{"id": "0190-0100"}], "next": None})
+        asked["first"] += 1
+        etag = '"new"' if asked["first"] >= 4 else '"old"'
+        if request.headers.get("if-none-match") == etag:
+            asked["not_modified"] += 1
+            return httpx.Response(304, headers={"ETag": etag})
+        results = [{"id": "0190-0999"}, *([{"id": PROBE_ID}] if etag == '"new"' else [])]
+        next_link = None if etag == '"new"' else "/items?limit=100&cursor=below"
+        return httpx.Response(200, headers={"ETag": etag}, json={"results": results, "next": next_link})
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    assert isinstance(visibility.probe(client, "http://stack"), visibility.Seen)
+    assert asked == {"first": 4, "not_modified": 2, "below": 1}

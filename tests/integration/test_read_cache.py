@@ -157,17 +157,26 @@ def test_the_page_query_is_an_index_scan_in_key_order_with_no_sort(stack):
     assert "Sort" not in plan, plan
 
 
-def test_a_hit_makes_no_database_query_and_no_thread_hop(stack, settings, monkeypatch):
+@pytest.fixture
+def in_process_cache(stack, settings, monkeypatch):
+    """app.cache in this process against the stack's Redis, a client of its own and no breaker left open."""
+    from app import cache
+
+    settings.REDIS_URL = stack.env["REDIS_URL"]
+    monkeypatch.setattr(cache, "_client", None)
+    monkeypatch.setattr(cache.breaker, "open_until", 0.0)
+    return cache
+
+
+def test_a_hit_makes_no_database_query_and_no_thread_hop(in_process_cache, settings, monkeypatch):
     """In-process, against the stack's Redis: the fast path answers without Django, a query or sync_to_async."""
     from asgiref.sync import SyncToAsync
     from django.db.backends.utils import CursorWrapper
 
-    from app import cache
     from app.fast_path import FastPath
 
-    settings.REDIS_URL = stack.env["REDIS_URL"]
+    cache = in_process_cache
     settings.ALLOWED_HOSTS = ["localhost"]
-    monkeypatch.setattr(cache, "_client", None)
     body = b'{"results":[],"next":null}'
     key = cache.page_key(20, "in-process-test")
     client = cache._redis()
@@ -205,17 +214,6 @@ def test_a_hit_makes_no_database_query_and_no_thread_hop(stack, settings, monkey
     assert calls == {"hops": 0, "queries": 0, "django": 0}
     assert sent[0]["status"] == 200
     assert sent[1]["body"] == body
-
-
-@pytest.fixture
-def in_process_cache(stack, settings, monkeypatch):
-    """app.cache in this process against the stack's Redis, a client of its own and no breaker left open."""
-    from app import cache
-
-    settings.REDIS_URL = stack.env["REDIS_URL"]
-    monkeypatch.setattr(cache, "_client", None)
-    monkeypatch.setattr(cache.breaker, "open_until", 0.0)
-    return cache
 
 
 def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, in_process_cache, monkeypatch):

@@ -47,23 +47,6 @@ local stored = tonumber(redis.call('GET', KEYS[2]) or '0')
 if lsn < 0 or stored < 0 or lsn > stored then redis.call('SET', KEYS[2], ARGV[1]) end
 return version
 """
-# A page's or item's entry, and the rebuild lock when the entry is not fresh, in one round trip: the version (and
-# its LSN, versioned entries only: "0" and none otherwise), the entry, and whether this request now holds the lock.
-# Not a fresh entry: missing, or written under another version (the prefix encode() gives it). Under load each
-# round trip from a request thread waits its turn for the GIL, and a cache-miss page made four.
-_LOOKUP_OR_LOCK = """
-local version, lsn = '0', false
-if ARGV[1] == '1' then
-    version = redis.call('GET', KEYS[1]) or '0'
-    lsn = redis.call('GET', KEYS[2])
-end
-local entry = redis.call('GET', KEYS[3])
-if entry and string.sub(entry, 1, #version + 1) == version .. '\\n' then
-    return {version, lsn, entry, 0}
-end
-local locked = redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[2])
-return {version, lsn, entry, locked and 1 or 0}
-"""
 # How long a rebuilding request may hold the lock; past it another request may rebuild.
 LOCK_TTL_MS = 2000
 # How long a request with nothing to serve waits for the rebuild of another before querying itself
@@ -270,25 +253,23 @@ def _rebuild(
 
 
 def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: bool) -> tuple[str, bytes] | None:
-    lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
-    raw_version, raw_lsn, entry, locked = client.eval(
-        _LOOKUP_OR_LOCK, 4, VERSION_KEY, VERSION_LSN_KEY, key, lock_key, int(versioned), LOCK_TTL_MS
-    )
+    # Plain reads, not a script that would also take the lock: Redis holds every EVAL during CLIENT PAUSE WRITE,
+    # which is how a failover hands over, and a fresh entry must be served meanwhile (docs/decisions/008).
+    raw_version, raw_lsn, entry = client.mget(VERSION_KEY, VERSION_LSN_KEY, key)
     # Read before building: if the worker bumps during the build, the entry is born stale, never wrong.
-    version = int(raw_version)
+    version = int(raw_version or 0) if versioned else 0
     min_lsn = int(raw_lsn or 0) if versioned else None
     decoded = _decoded(entry)
-    if decoded is None and entry is not None and not locked:
-        # Not an entry of ours, though it looked fresh to the script (it checks only the version prefix):
-        # rebuilt, under the lock, as a missing one.
-        locked = client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS)
-    if locked:
+    if decoded is not None and decoded[0] == version:
+        metrics.response_cache_results.labels(result="hit").inc()
+        return decoded[1], decoded[2]
+    lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
+    if client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS):
         fresh = _rebuild(client, key, lock_key, lambda: _built(build(min_lsn)), version)
         metrics.response_cache_results.labels(result="miss").inc()
         return fresh
     if decoded is not None:
-        fresh_or_stale = "hit" if decoded[0] == version else "stale"
-        metrics.response_cache_results.labels(result=fresh_or_stale).inc()
+        metrics.response_cache_results.labels(result="stale").inc()
         return decoded[1], decoded[2]
     deadline = time.monotonic() + WAIT_FOR_REBUILD_S
     poll_s = _POLL_FIRST_S

@@ -9,9 +9,10 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pytest
+import redis
 
 T = TypeVar("T")
 
@@ -41,6 +42,20 @@ def wait_until(condition: Callable[[], T | None], timeout_s: float, interval_s: 
             return value
         time.sleep(interval_s)
     pytest.fail(f"condition not met within {timeout_s} s (last value: {value!r})")
+
+
+def quiet_cache_version(redis_url: str) -> bytes | None:
+    """The response cache's version once it has held still for a second: no worker batch in flight (earlier tests'
+    POSTs still being stored would bump it, and a page built before a bump is rightly built again after it)."""
+    from app.cache import VERSION_KEY  # here: app.cache needs Django's settings, which not every test directory has
+
+    client = redis.Redis.from_url(redis_url)
+    version, since = client.get(VERSION_KEY), time.monotonic()
+    while time.monotonic() - since < 1.0:
+        time.sleep(0.1)
+        if (now := client.get(VERSION_KEY)) != version:
+            version, since = now, time.monotonic()
+    return cast(bytes | None, version)
 
 
 def early_in_a_second() -> None:

@@ -5,14 +5,13 @@ import asyncio
 import concurrent.futures
 import re
 import time
-from typing import cast
 
 import httpx
 import pytest
 import redis
 
 from app.cache import VERSION_KEY
-from tests.support import early_in_a_second
+from tests.support import early_in_a_second, quiet_cache_version
 
 pytestmark = pytest.mark.integration
 
@@ -60,21 +59,9 @@ def test_a_hit_from_the_fast_path_has_the_headers_of_a_django_answer_and_honours
     assert httpx.get(url, headers={"If-None-Match": from_cache.headers["etag"]}).status_code == 304
 
 
-def _quiet_cache_version(stack) -> bytes | None:
-    """The response cache's version once it has held still for a second: no worker batch in flight (earlier tests'
-    POSTs still being stored would bump it, and a page built before a bump is rightly built again after it)."""
-    cache = redis.Redis.from_url(stack.env["REDIS_URL"])
-    version, since = cache.get(VERSION_KEY), time.monotonic()
-    while time.monotonic() - since < 1.0:
-        time.sleep(0.1)
-        if (now := cache.get(VERSION_KEY)) != version:
-            version, since = now, time.monotonic()
-    return cast(bytes | None, version)
-
-
 def test_100_concurrent_misses_of_one_key_cost_one_query(stack):
     url = f"{stack.web_url}/items?limit=63"
-    version = _quiet_cache_version(stack)
+    version = quiet_cache_version(stack.env["REDIS_URL"])
     queries = _queries(stack)
 
     async def burst() -> list[httpx.Response]:
@@ -216,16 +203,16 @@ def test_a_hit_makes_no_database_query_and_no_thread_hop(in_process_cache, setti
     assert sent[1]["body"] == body
 
 
-def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, in_process_cache, monkeypatch):
-    """As a Django view calls it: the lookup that also takes the rebuild lock, then the entry with the lock's
-    release; a hit is the lookup alone, and takes no lock. Under load each round trip from a request thread waits
-    its turn for the GIL."""
+def test_a_miss_is_built_in_three_redis_round_trips_and_a_hit_in_one(stack, in_process_cache, monkeypatch):
+    """As a Django view calls it: the lookup, the rebuild lock, then the entry with the lock's release; a hit is
+    the lookup alone, and takes no lock. Under load each round trip from a request thread waits its turn for the
+    GIL."""
     from redis.connection import Connection
 
     cache = in_process_cache
     client = cache._redis()
     client.ping()  # connected before counting
-    version = _quiet_cache_version(stack)  # no bump between the miss and the hit
+    version = quiet_cache_version(stack.env["REDIS_URL"])  # no bump between the miss and the hit
     original_send = Connection.send_packed_command
 
     class Uncounted(Connection):
@@ -248,7 +235,7 @@ def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, in_pro
         return body
 
     missed = cache.get_or_build(key, build, versioned=True)
-    assert len(sends) == 2, sends
+    assert len(sends) == 3, sends
     assert locked_while_building == [True]
     assert not observer.exists("lock:" + key)
     entry_version, _, cached = cache.decode(observer.get(key))
@@ -264,7 +251,7 @@ def test_a_miss_is_built_in_two_redis_round_trips_and_a_hit_in_one(stack, in_pro
 def test_a_value_that_is_not_an_entry_of_ours_is_rebuilt_even_with_the_current_versions_prefix(stack, in_process_cache):
     cache = in_process_cache
     client = cache._redis()
-    version = int(_quiet_cache_version(stack) or 0)
+    version = int(quiet_cache_version(stack.env["REDIS_URL"]) or 0)
     key = cache.page_key(20, f"foreign-{time.time_ns()}")
     body = b'{"results":[],"next":null}'
     for foreign in (b"%d\n" % version, b"%d\nno-second-line" % version, b"%d\n\xff\xfe\nbody" % version):
@@ -272,3 +259,28 @@ def test_a_value_that_is_not_an_entry_of_ours_is_rebuilt_even_with_the_current_v
         assert cache.get_or_build(key, lambda min_lsn: body, versioned=True) == (cache.etag_for(body), body)
         assert cache.decode(client.get(key))[2] == body
         assert not client.exists("lock:" + key)
+
+
+def test_a_fresh_entry_is_served_while_redis_holds_writes_as_in_a_failover(stack, in_process_cache):
+    """CLIENT PAUSE WRITE is how a Redis failover hands over: reads go on, writes and every script wait. A Django
+    view's lookup must still serve a fresh entry then, without waiting out the timeout and opening the breaker."""
+    cache = in_process_cache
+    client = cache._redis()
+    version = int(quiet_cache_version(stack.env["REDIS_URL"]) or 0)
+    key = cache.page_key(20, f"paused-{time.time_ns()}")
+    body = b'{"results":[],"next":null}'
+    client.set(key, cache.encode(version, cache.etag_for(body), body), ex=60)
+
+    def build(min_lsn: int | None) -> bytes:
+        raise AssertionError("a fresh entry was built again")
+
+    admin = redis.Redis.from_url(stack.env["REDIS_URL"])
+    admin.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+    try:
+        served = cache.get_or_build(key, build, versioned=True)
+        breaker_open = cache.breaker.is_open()
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+
+    assert served == (cache.etag_for(body), body)
+    assert not breaker_open

@@ -252,19 +252,38 @@ def _rebuild(
     return fresh
 
 
-def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: bool) -> tuple[str, bytes] | None:
-    # Plain reads, not a script that would also take the lock: Redis holds every EVAL during CLIENT PAUSE WRITE,
-    # which is how a failover hands over, and a fresh entry must be served meanwhile (docs/decisions/008).
-    raw_version, raw_lsn, entry = client.mget(VERSION_KEY, VERSION_LSN_KEY, key)
-    # Read before building: if the worker bumps during the build, the entry is born stale, never wrong.
+def _looked_up(
+    raw_version: bytes | str | None, raw_lsn: bytes | str | None, entry: bytes | str | None, *, versioned: bool
+) -> tuple[int, int | None, tuple[int, str, bytes] | None]:
+    """The version an entry must carry to be fresh, the LSN a build must include, and the entry decoded."""
     version = int(raw_version or 0) if versioned else 0
     min_lsn = int(raw_lsn or 0) if versioned else None
-    decoded = _decoded(entry)
+    return version, min_lsn, _decoded(entry)
+
+
+def _get_or_build(client: redis.Redis, key: str, build: Build, *, versioned: bool) -> tuple[str, bytes] | None:
+    # Plain reads first, not a script that would also take the lock: Redis holds every EVAL during CLIENT PAUSE
+    # WRITE, which is how a failover hands over, and a fresh entry must be served meanwhile (docs/decisions/008).
+    # Read before building: if the worker bumps during the build, the entry is born stale, never wrong.
+    version, min_lsn, decoded = _looked_up(*client.mget(VERSION_KEY, VERSION_LSN_KEY, key), versioned=versioned)
     if decoded is not None and decoded[0] == version:
         metrics.response_cache_results.labels(result="hit").inc()
         return decoded[1], decoded[2]
     lock_key = "lock:" + key  # a prefix, so no page key (cursors are client-supplied text) can equal it
-    if client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS):
+    # The lock, and a second look in the same round trip: a rebuild that ended since the first look has released
+    # the lock only after storing its entry, so whoever gets the lock now also sees that entry, and 100 concurrent
+    # misses still cost one query.
+    pipeline = client.pipeline(transaction=False)
+    pipeline.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS)
+    pipeline.mget(VERSION_KEY, VERSION_LSN_KEY, key)
+    locked, looked = pipeline.execute()
+    version, min_lsn, decoded = _looked_up(*looked, versioned=versioned)
+    if decoded is not None and decoded[0] == version:
+        if locked:
+            client.delete(lock_key)
+        metrics.response_cache_results.labels(result="hit").inc()
+        return decoded[1], decoded[2]
+    if locked:
         fresh = _rebuild(client, key, lock_key, lambda: _built(build(min_lsn)), version)
         metrics.response_cache_results.labels(result="miss").inc()
         return fresh

@@ -284,3 +284,36 @@ def test_a_fresh_entry_is_served_while_redis_holds_writes_as_in_a_failover(stack
 
     assert served == (cache.etag_for(body), body)
     assert not breaker_open
+
+
+def test_a_miss_that_looked_just_before_another_request_rebuilt_serves_that_rebuild(
+    stack, in_process_cache, monkeypatch
+):
+    """The race 100 concurrent misses run: a request finds no entry, and before it asks for the lock another
+    request has taken it, built the page and released it. The first must serve that page, not query again."""
+    cache = in_process_cache
+    quiet_cache_version(stack.env["REDIS_URL"])
+    key = cache.page_key(20, f"looked-before-{time.time_ns()}")
+    body = b'{"results":[],"next":null}'
+    builds: list[int | None] = []
+
+    def build(min_lsn: int | None) -> bytes:
+        builds.append(min_lsn)
+        return body
+
+    original_mget = redis.Redis.mget
+
+    def looked_then_another_rebuilt(self, *keys):
+        looked = original_mget(self, *keys)
+        monkeypatch.setattr(redis.Redis, "mget", original_mget)
+        assert cache.get_or_build(key, build, versioned=True) == (cache.etag_for(body), body)  # start to end
+        return looked
+
+    monkeypatch.setattr(redis.Redis, "mget", looked_then_another_rebuilt)
+
+    def second_build(min_lsn: int | None) -> bytes:
+        raise AssertionError("built again")
+
+    assert cache.get_or_build(key, second_build, versioned=True) == (cache.etag_for(body), body)
+    assert len(builds) == 1
+    assert not cache._redis().exists("lock:" + key)

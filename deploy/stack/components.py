@@ -85,6 +85,9 @@ def build(cfg: Config) -> list[Component]:
     redis_state = ports["STACK_REDIS_STATE_PORT"]
     amqp, epmd, web = ports["STACK_AMQP_PORT"], ports["STACK_EPMD_PORT"], ports["STACK_WEB_PORT"]
     http_, worker_metrics = ports["STACK_HTTP_PORT"], ports["STACK_WORKER_METRICS_PORT"]
+    web_read = ports["STACK_WEB_READ_PORT"]
+    # The read pool's gunicorn reads WEB_CONCURRENCY as the web pool's does, unless WEB_READ_CONCURRENCY is set.
+    read_workers = {"WEB_CONCURRENCY": cfg.read_workers} if cfg.read_workers else {}
     erlang_env = {"ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1"}
     postgres_conf = f"config_file={conf / 'postgres/postgresql.conf'}"
     postgres_hba = f"hba_file={conf / 'postgres/pg_hba.conf'}"
@@ -206,6 +209,26 @@ def build(cfg: Config) -> list[Component]:
             },
             start_timeout_s=60,
             stop_timeout_s=30,  # > graceful_timeout in deploy/web/gunicorn.conf.py
+        ),
+        *(
+            [
+                Component(
+                    name="gunicorn-read",
+                    argv=[str(WEB_START)],
+                    healthy=lambda: http_status(web_read, "/healthz") == 200,
+                    address=f"127.0.0.1:{web_read} (the read pool: GET and HEAD /items from Nginx)",
+                    env={
+                        **start_script_env(),
+                        "GUNICORN_BIND": f"127.0.0.1:{web_read}",
+                        "PROMETHEUS_MULTIPROC_DIR": str(cfg.run / "prometheus-read"),
+                        **read_workers,
+                    },
+                    start_timeout_s=60,
+                    stop_timeout_s=30,
+                )
+            ]
+            if cfg.read_pool
+            else []
         ),
         Component(
             name="celery",

@@ -31,6 +31,7 @@ PORT_DEFAULTS = {  # far from the standard ports, so a system-wide service never
     "STACK_AMQP_DIST_PORT": 55673,  # explicit: RabbitMQ's default (AMQP port + 20000) would overflow
     "STACK_EPMD_PORT": 54369,  # our own epmd, so we never touch (or leave behind) one on 4369
     "STACK_WEB_PORT": 58000,
+    "STACK_WEB_READ_PORT": 58001,  # the read pool: GET and HEAD /items from Nginx (STACK_READ_POOL)
     "STACK_WORKER_METRICS_PORT": 59100,  # the Celery worker serves its own /metrics here
 }
 PORT_NAMES = tuple(PORT_DEFAULTS)
@@ -65,6 +66,9 @@ class Config:
     # STACK_REPLICA_READS=0: the replica still runs, but the app reads on the primary (REPLICA_DATABASE_URL empty),
     # as before it had one; for comparisons, e.g. loadtest.visibility with and without.
     replica_reads: bool = True
+    # STACK_READ_POOL=0: no read pool; Nginx sends reads to the web pool too, as before it had one (comparisons).
+    read_pool: bool = True
+    read_workers: str = ""  # WEB_READ_CONCURRENCY: the read pool's gunicorn workers (empty: as the web pool's)
 
     def binary(self, name: str) -> str:
         """The path of a server binary; its bare name when it is not installed (`up` checks them all first)."""
@@ -89,6 +93,8 @@ class Config:
             # The micro-cache TTL bounds how stale a reader can be; Nginx time syntax (1s, 500ms).
             trusted_front=environ.get("NGINX_TRUSTED_FRONT", ""),
             replica_reads=environ.get("STACK_REPLICA_READS", "1") != "0",
+            read_pool=environ.get("STACK_READ_POOL", "1") != "0",
+            read_workers=environ.get("WEB_READ_CONCURRENCY", ""),
         )
 
     @property

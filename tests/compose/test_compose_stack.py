@@ -108,6 +108,7 @@ def test_every_service_is_healthy_and_one_shots_succeeded(compose):
         "redis-state",
         "rabbitmq",
         "web",
+        "web-read",
         "worker",
         "nginx",
     }
@@ -260,6 +261,17 @@ def test_scaled_web_replicas_all_get_traffic(compose):
 
     # Nginx re-resolves `web` every 5 s (`resolve`), so the new replica gets requests without a reload.
     wait_until(both_replicas_serving, 30, "both web replicas to serve requests")
+
+
+def test_reads_through_nginx_are_answered_by_the_read_pool(compose):
+    marker = uuid.uuid4().hex
+
+    def answered_by() -> set[str] | None:
+        httpx.get(f"{compose.url}/items", params={"limit": 5, "probe": marker})
+        served = {name for name in ("web", "web-read") if marker in compose("logs", "--no-color", name).stdout}
+        return served or None
+
+    assert wait_until(answered_by, 30, "the read to show in an access log") == {"web-read"}
 
 
 def test_backup_wipe_restore_gives_back_the_same_rows(compose):

@@ -42,6 +42,7 @@ class Stack:
     env: dict[str, str]
     base_url: str  # through Nginx, as a client sees it
     web_url: str  # gunicorn directly, behind Nginx
+    read_url: str  # the read pool directly: where Nginx sends GET and HEAD /items
 
     def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -152,6 +153,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         env=env,
         base_url=f"http://127.0.0.1:{ports['STACK_HTTP_PORT']}",
         web_url=f"http://127.0.0.1:{ports['STACK_WEB_PORT']}",
+        read_url=f"http://127.0.0.1:{ports['STACK_WEB_READ_PORT']}",
     )
     up = stack.run("up", timeout_s=UP_TIMEOUT_S)
     if up.returncode:

@@ -1,5 +1,7 @@
 """Nginx in front of the app: its own errors in the JSON envelope, /metrics kept private, micro-cache, rate limits."""
 
+import re
+
 import httpx
 import pytest
 
@@ -45,6 +47,34 @@ def test_with_gunicorn_down_nginx_answers_the_502_envelope_until_it_is_back(stac
     finally:
         stack.start("gunicorn")
     assert httpx.get(f"{stack.base_url}/healthz").status_code == 200
+
+
+def _gets_served(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    # By view: the GET of /metrics itself is not counted.
+    name = "django_http_requests_total_by_view_transport_method_total"
+    line = "^" + re.escape(name + '{method="GET",transport="http",view="items"}') + r" (\S+)$"
+    match = re.search(line, text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+def test_reads_go_to_the_read_pool_writes_to_the_web_pool_and_reads_to_the_web_pool_while_the_read_pool_is_down(
+    stack,
+):
+    # Not in the canonical form the micro-cache and the app's fast path take, so every one reaches Django.
+    read = f"{stack.base_url}/items?limit=%35"
+    by_read_pool, by_web_pool = _gets_served(stack.read_url), _gets_served(stack.web_url)
+    assert all(httpx.get(read, timeout=10).status_code == 200 for _ in range(10))
+    assert httpx.post(f"{stack.base_url}/items", json={"name": "to the web pool"}, timeout=10).status_code == 202
+    assert _gets_served(stack.read_url) - by_read_pool == 10
+    assert _gets_served(stack.web_url) == by_web_pool
+
+    stack.stop("gunicorn-read")
+    try:
+        assert all(httpx.get(read, timeout=10).status_code == 200 for _ in range(10))
+        assert _gets_served(stack.web_url) - by_web_pool == 10
+    finally:
+        stack.start("gunicorn-read")
 
 
 def test_metrics_are_served_to_loopback_and_a_404_envelope_to_anyone_else(stack):

@@ -35,11 +35,21 @@ def test_components_start_in_dependency_order_and_only_migrate_runs_once(tmp_pat
         "rabbitmq",
         "migrate",
         "gunicorn",
+        "gunicorn-read",
         "celery",
         "nginx",
     ]
     assert [c.name for c in table if c.oneshot] == ["migrate"]
     assert "migrate" not in {c.name for c in components.supervised(table)}
+
+
+def test_the_read_pool_is_a_gunicorn_of_its_own_unless_turned_off(tmp_path):
+    table = by_name(config(tmp_path, STACK_WEB_READ_PORT="41004"))
+    assert table["gunicorn-read"].env["GUNICORN_BIND"] == "127.0.0.1:41004"
+    assert table["gunicorn-read"].env["PROMETHEUS_MULTIPROC_DIR"] != table["gunicorn"].env["PROMETHEUS_MULTIPROC_DIR"]
+    assert "WEB_CONCURRENCY" not in table["gunicorn-read"].env  # as many workers as the web pool
+    assert by_name(config(tmp_path, WEB_READ_CONCURRENCY="3"))["gunicorn-read"].env["WEB_CONCURRENCY"] == "3"
+    assert "gunicorn-read" not in by_name(config(tmp_path, STACK_READ_POOL="0"))
 
 
 def test_the_table_uses_the_ports_of_the_environment_it_is_built_from(tmp_path):

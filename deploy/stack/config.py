@@ -98,6 +98,11 @@ class Config:
         )
 
     @property
+    def read_port(self) -> int:
+        """Where Nginx sends GET and HEAD /items: the read pool, or the web pool when there is none."""
+        return self.ports["STACK_WEB_READ_PORT" if self.read_pool else "STACK_WEB_PORT"]
+
+    @property
     def run(self) -> Path:  # pid files, hold-down markers, the supervisor's state
         return self.stack_dir / "run"
 

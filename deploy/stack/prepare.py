@@ -60,7 +60,7 @@ def template_values(cfg: Config) -> dict[str, str]:
         "RABBITMQ_PASSWORD": cfg.mq_password,
         "NGINX_LISTEN": f"127.0.0.1:{ports['STACK_HTTP_PORT']}",
         "NGINX_UPSTREAM": f"127.0.0.1:{ports['STACK_WEB_PORT']}",
-        "NGINX_READ_UPSTREAM": f"127.0.0.1:{ports['STACK_WEB_READ_PORT' if cfg.read_pool else 'STACK_WEB_PORT']}",
+        "NGINX_READ_UPSTREAM": f"127.0.0.1:{cfg.read_port}",
         "NGINX_RESOLVER": "127.0.0.1",  # required syntax only: the upstream is an IP literal, never resolved
         "NGINX_CACHE_DIR": str(data / "nginx"),
     }
@@ -190,8 +190,7 @@ def write_env_file(cfg: Config) -> None:
         "STACK_DIR": str(cfg.stack_dir),
         "STACK_HTTP_URL": f"http://127.0.0.1:{ports['STACK_HTTP_PORT']}",
         "STACK_WEB_URL": f"http://127.0.0.1:{ports['STACK_WEB_PORT']}",
-        # The read pool, where Nginx sends GET and HEAD /items (the web pool when STACK_READ_POOL=0).
-        "STACK_WEB_READ_URL": f"http://127.0.0.1:{ports['STACK_WEB_READ_PORT' if cfg.read_pool else 'STACK_WEB_PORT']}",
+        "STACK_WEB_READ_URL": f"http://127.0.0.1:{cfg.read_port}",
         "DATABASE_DIRECT_URL": cfg.database_url("STACK_PG_PORT"),
         "REPLICA_DIRECT_URL": cfg.database_url("STACK_PG_REPLICA_PORT"),
         "STACK_PG_BIN": str(Path(cfg.binaries.get("psql") or "psql").parent),

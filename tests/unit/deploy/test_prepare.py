@@ -38,6 +38,13 @@ def test_every_deploy_template_renders_with_the_values_of_the_native_stack(tmp_p
         assert not re.search(r"\$\{[A-Z][A-Z0-9_]*\}", rendered), source
 
 
+def test_nginx_sends_reads_to_the_read_pool_and_to_the_web_pool_when_there_is_none(tmp_path):
+    ports = {"STACK_WEB_PORT": "41000", "STACK_WEB_READ_PORT": "41001"}
+    assert prepare.template_values(config(tmp_path, **ports))["NGINX_READ_UPSTREAM"] == "127.0.0.1:41001"
+    without = prepare.template_values(config(tmp_path, STACK_READ_POOL="0", **ports))
+    assert without["NGINX_READ_UPSTREAM"] == without["NGINX_UPSTREAM"] == "127.0.0.1:41000"
+
+
 def test_rendering_writes_each_config_with_secrets_readable_by_the_owner_only(tmp_path):
     cfg = config(tmp_path, STACK_REDIS_PORT="41379", RABBITMQ_PASSWORD="s3cret")
     prepare.render_config(cfg)

@@ -86,8 +86,6 @@ def build(cfg: Config) -> list[Component]:
     amqp, epmd, web = ports["STACK_AMQP_PORT"], ports["STACK_EPMD_PORT"], ports["STACK_WEB_PORT"]
     http_, worker_metrics = ports["STACK_HTTP_PORT"], ports["STACK_WORKER_METRICS_PORT"]
     web_read = ports["STACK_WEB_READ_PORT"]
-    # The read pool's gunicorn reads WEB_CONCURRENCY as the web pool's does, unless WEB_READ_CONCURRENCY is set.
-    read_workers = {"WEB_CONCURRENCY": cfg.read_workers} if cfg.read_workers else {}
     erlang_env = {"ERL_EPMD_PORT": str(epmd), "ERL_EPMD_ADDRESS": "127.0.0.1"}
     postgres_conf = f"config_file={conf / 'postgres/postgresql.conf'}"
     postgres_hba = f"hba_file={conf / 'postgres/pg_hba.conf'}"
@@ -195,36 +193,16 @@ def build(cfg: Config) -> list[Component]:
             start_timeout_s=180,
             oneshot=True,
         ),
-        Component(
-            name="gunicorn",
-            argv=[str(WEB_START)],
-            healthy=lambda: http_status(web, "/healthz") == 200,
-            address=f"127.0.0.1:{web} (gunicorn, uvicorn workers)",
-            env={
-                **start_script_env(),
-                "GUNICORN_BIND": f"127.0.0.1:{web}",
-                # Only gunicorn's workers share this dir (wiped at its start); the Celery worker serves its
-                # own metrics, so its counters are neither summed in here nor wiped by a gunicorn restart.
-                "PROMETHEUS_MULTIPROC_DIR": str(cfg.run / "prometheus"),
-            },
-            start_timeout_s=60,
-            stop_timeout_s=30,  # > graceful_timeout in deploy/web/gunicorn.conf.py
-        ),
+        _gunicorn(cfg, "gunicorn", web, "prometheus", what="gunicorn, uvicorn workers"),
         *(
             [
-                Component(
-                    name="gunicorn-read",
-                    argv=[str(WEB_START)],
-                    healthy=lambda: http_status(web_read, "/healthz") == 200,
-                    address=f"127.0.0.1:{web_read} (the read pool: GET and HEAD /items from Nginx)",
-                    env={
-                        **start_script_env(),
-                        "GUNICORN_BIND": f"127.0.0.1:{web_read}",
-                        "PROMETHEUS_MULTIPROC_DIR": str(cfg.run / "prometheus-read"),
-                        **read_workers,
-                    },
-                    start_timeout_s=60,
-                    stop_timeout_s=30,
+                _gunicorn(
+                    cfg,
+                    "gunicorn-read",
+                    web_read,
+                    "prometheus-read",
+                    what="the read pool: GET and HEAD /items",
+                    workers=cfg.read_workers,
                 )
             ]
             if cfg.read_pool
@@ -247,6 +225,29 @@ def build(cfg: Config) -> list[Component]:
             stop_signal=signal.SIGQUIT,  # graceful: finish in-flight requests
         ),
     ]
+
+
+def _gunicorn(cfg: Config, name: str, port: int, metrics_dir: str, *, what: str, workers: str = "") -> Component:
+    """The web pool ("gunicorn") or the read pool ("gunicorn-read"): the same app and start script. `workers`:
+    how many, when not WEB_CONCURRENCY's."""
+    env = {
+        **start_script_env(),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        # Only this gunicorn's workers share this dir (wiped at its start); the Celery worker and the other pool
+        # serve their own metrics, so their counters are neither summed in here nor wiped by this one's restart.
+        "PROMETHEUS_MULTIPROC_DIR": str(cfg.run / metrics_dir),
+    }
+    if workers:
+        env["WEB_CONCURRENCY"] = workers
+    return Component(
+        name=name,
+        argv=[str(WEB_START)],
+        healthy=lambda: http_status(port, "/healthz") == 200,
+        address=f"127.0.0.1:{port} ({what})",
+        env=env,
+        start_timeout_s=60,
+        stop_timeout_s=30,  # > graceful_timeout in deploy/web/gunicorn.conf.py
+    )
 
 
 def supervised(components: list[Component]) -> list[Component]:
